@@ -1,0 +1,44 @@
+"""One configuration object for every verb and flow: a TOML file and `SOILCUBE_*` environment variables.
+
+Precedence (highest first): explicit CLI options, environment (`SOILCUBE_ARCHIVE=s3://…`, nested with a
+double underscore: `SOILCUBE_STORAGE_OPTIONS__KEY=…`), the `--config FILE` TOML, the defaults below.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SOILCUBE_", env_nested_delimiter="__", extra="forbid")
+
+    archive: str | None = Field(None, description="URL of the granule archive (file://… or s3://…)")
+    store: str | None = Field(None, description="URL of the cube store (file://… or s3://…)")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec/s3fs options")
+    region: str = Field("oklahoma", description="named region or 'W,S,E,N'")
+    seed: int = 0
+    gldas_years: int = Field(1, description="years of GLDAS record before the study period (synthetic)")
+    scheduler_address: str | None = Field(None, description="Dask scheduler; None starts a local cluster")
+    n_workers: int = 2
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the TOML file (if given), the environment, and explicit overrides (None = not given)."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            file_values = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"config file {path} is not valid TOML: {error}") from None
+    environment = Settings()
+    merged = {**file_values, **environment.model_dump(exclude_unset=True)}
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**merged)

@@ -1,0 +1,1 @@
+"""Scores of soil-moisture products against references."""
