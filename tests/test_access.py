@@ -1,0 +1,70 @@
+"""open_cube: what an analyst gets back, by version, and the errors for wrong URLs and versions."""
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+
+from soilcube import store
+from soilcube.access import open_cube
+from soilcube.grids import REGIONS
+
+WINDOW = REGIONS["oklahoma"].window("M09")
+LAYOUT = store.CubeLayout(time_shard=8, spatial_shard=20, spatial_chunk=10)
+# the fused cube's 3-hourly steps, 01:30 … 22:30, for four days
+SCENES = (
+    np.arange("2016-07-01", "2016-07-05", dtype="datetime64[D]")[:, None] + np.timedelta64(90, "m")
+    + np.arange(8) * np.timedelta64(3, "h")
+).ravel().astype("datetime64[ns]")
+NAME = "fused_1km_3h"
+
+
+def scenes(indices) -> xr.Dataset:
+    sm = np.stack([np.full(WINDOW.shape, 0.01 * i, dtype=np.float32) for i in indices])
+    return xr.Dataset(
+        {"sm": (("time", "y", "x"), sm)}, coords={"time": SCENES[list(indices)], "y": WINDOW.y, "x": WINDOW.x}
+    )
+
+
+@pytest.fixture
+def store_url(tmp_path):
+    url = str(tmp_path / "store")  # a plain path works as well as file://
+    store.create_cube(url, NAME, WINDOW, SCENES, variables={"sm": np.float32}, layout=LAYOUT, status=True,
+                      attrs={"title": "STF_SSM 3-hourly 1 km"})
+    return url
+
+
+def test_open_cube_is_lazy_decoded_and_georeferenced(store_url):
+    store.write_slices(store_url, NAME, scenes([9, 10]), provenance={}, message="day 2", status="nrt")
+    cube = open_cube(f"{store_url}/{NAME}")
+    assert isinstance(cube.sm.data, da.Array)
+    assert cube.sm.chunks == ((8,) * 4, (20, 20), (20, 20))  # one dask chunk per shard
+    assert cube.time.dtype == np.dtype("datetime64[ns]")
+    np.testing.assert_array_equal(cube.time.values, SCENES)  # 01:30 … 22:30 exactly
+    assert "crs" in cube.coords and cube.crs.attrs["grid_mapping_name"] == "lambert_cylindrical_equal_area"
+    assert cube.sm.encoding["grid_mapping"] == "crs" and cube.attrs["title"] == "STF_SSM 3-hourly 1 km"
+    np.testing.assert_allclose(cube.sm.isel(time=[9, 10]).values[:, 0, 0], [0.09, 0.10])
+    assert int(cube.sm.count()) == 2 * WINDOW.nrows * WINDOW.ncols  # NaN everywhere else
+    np.testing.assert_array_equal(np.flatnonzero(cube.status.values), [9, 10])
+
+
+def test_versions_by_tag_and_by_snapshot_id(store_url):
+    first = store.write_slices(store_url, NAME, scenes([0]), provenance={}, message="first", status="nrt")
+    store.tag_release(store_url, NAME, "v1")
+    store.write_slices(store_url, NAME, scenes([0, 1]), provenance={}, message="second", status="final")
+    url = f"{store_url}/{NAME}"
+    assert int(open_cube(url).sm.count()) == 2 * WINDOW.nrows * WINDOW.ncols
+    for version in ("v1", first):
+        old = open_cube(url, version=version)
+        assert int(old.sm.count()) == WINDOW.nrows * WINDOW.ncols and old.status.values[0] == 1
+
+
+def test_missing_cube_and_unknown_version_are_clear_errors(store_url, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no cube"):
+        open_cube(f"{store_url}/downscaled_1km")
+    store.tag_release(store_url, NAME, "v1")
+    for version in ("v2", "0000000000000000000A", "not a snapshot"):
+        with pytest.raises(ValueError, match=f"no version '{version}'.*tags: v1"):
+            open_cube(f"{store_url}/{NAME}", version=version)
+    with pytest.raises(ValueError, match="unsupported store URL"):
+        open_cube(f"gs://bucket/{NAME}")

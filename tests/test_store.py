@@ -1,0 +1,323 @@
+"""The cube store: template, shard-aligned region writes, one commit per run, tags, rollback, expiry."""
+
+import tempfile
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dask.array as da
+import icechunk
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import soilcube
+from soilcube import store
+from soilcube.access import open_cube
+from soilcube.grids import REGIONS
+
+WINDOW = REGIONS["oklahoma"].window("M09")  # 40×40 real EASE2 cells
+DAYS = np.arange("2016-01-01", "2016-01-21", dtype="datetime64[D]").astype("datetime64[ns]")
+# 4-day shards and 20×20 spatial shards of 10×10 chunks: writes cross shard edges in time and space
+LAYOUT = store.CubeLayout(time_shard=4, spatial_shard=20, spatial_chunk=10)
+OVERPASSES = ["AM", "PM"]
+QA_ATTRS = {"flag_masks": [1, 2, 4], "flag_meanings": "retrieval_failed dense_vegetation frozen_ground"}
+NAME = "downscaled_1km"
+
+
+def make_cube(store_url, **options):
+    return store.create_cube(
+        store_url, NAME, WINDOW, DAYS, extra_dims={"overpass": OVERPASSES}, layout=LAYOUT,
+        variable_attrs={"qa": QA_ATTRS}, status=True, **options,
+    )
+
+
+def day_values(day_index: int) -> np.ndarray:
+    """A field that tells which day (and overpass, and cell) it belongs to."""
+    cells = np.arange(WINDOW.nrows * WINDOW.ncols, dtype=np.float32).reshape(WINDOW.shape) / 1e4
+    return np.stack([day_index + 100 * overpass + cells for overpass in range(len(OVERPASSES))])
+
+
+def slices(day_indices) -> xr.Dataset:
+    sm = np.stack([day_values(i) for i in day_indices]).astype(np.float32)
+    qa = np.full(sm.shape, 2, dtype=np.uint8)
+    dims = ("time", "overpass", "y", "x")
+    return xr.Dataset(
+        {"sm": (dims, sm), "qa": (dims, qa)},
+        coords={"time": DAYS[list(day_indices)], "overpass": OVERPASSES, "y": WINDOW.y, "x": WINDOW.x},
+    )
+
+
+def write(store_url, day_indices, **options):
+    options.setdefault("status", "nrt")
+    return store.write_slices(
+        store_url, NAME, slices(day_indices), provenance={"parameters": {"method": "hybrid"}},
+        message=f"days {list(day_indices)}", **options,
+    )
+
+
+def assert_holds_exactly(cube: xr.Dataset, written: set[int]) -> None:
+    sm = cube.sm.values
+    for i in range(DAYS.size):
+        if i in written:
+            np.testing.assert_array_equal(sm[i], day_values(i))
+        else:
+            assert np.isnan(sm[i]).all(), f"day {i} was never written but holds data"
+
+
+@pytest.fixture
+def store_url(tmp_path):
+    url = (tmp_path / "store").as_uri()
+    make_cube(url)
+    return url
+
+
+def test_template_holds_cf_metadata_and_no_data(store_url):
+    cube = open_cube(f"{store_url}/{NAME}")
+    assert dict(cube.sizes) == {"time": 20, "overpass": 2, "y": 40, "x": 40}
+    np.testing.assert_array_equal(cube.x, WINDOW.x)
+    np.testing.assert_array_equal(cube.y, WINDOW.y)
+    np.testing.assert_array_equal(cube.time, DAYS)
+    assert cube.crs.attrs["grid_mapping_name"] == "lambert_cylindrical_equal_area"
+    assert cube.crs.attrs["standard_parallel"] == 30
+    assert cube.crs.attrs["epsg_code"] == "EPSG:6933"
+    assert "EASE-Grid 2.0" in cube.crs.attrs["crs_wkt"]
+    assert cube.sm.encoding["grid_mapping"] == "crs" and cube.sm.attrs["units"] == "m3 m-3"
+    assert cube.sm.dtype == np.float32 and np.isnan(cube.sm.encoding["_FillValue"])
+    assert cube.qa.dtype == np.uint8 and cube.qa.attrs["flag_meanings"] == QA_ATTRS["flag_meanings"]
+    assert cube.sm.encoding["shards"] == (4, 2, 20, 20) and cube.sm.encoding["chunks"] == (1, 1, 10, 10)
+    assert np.isnan(cube.sm.values).all() and (cube.qa.values == 0).all() and (cube.status.values == 0).all()
+
+    session = store.open_repository(f"{store_url}/{NAME}").readonly_session(branch=store.BRANCH)
+    group = zarr.open_group(session.store, mode="r")
+    assert group["sm"].nchunks_initialized == 0 and group["qa"].nchunks_initialized == 0
+
+
+def test_region_writes_land_where_they_belong(store_url):
+    write(store_url, [5, 6])
+    write(store_url, [13], status="final")
+    cube = open_cube(f"{store_url}/{NAME}")
+    assert_holds_exactly(cube, {5, 6, 13})
+    assert (cube.qa.isel(time=[5, 6, 13]).values == 2).all() and int(cube.qa.sum()) == 2 * 3 * 2 * 40 * 40
+    expected_status = np.zeros(DAYS.size, np.uint8)
+    expected_status[[5, 6]], expected_status[13] = 1, 2
+    np.testing.assert_array_equal(cube.status.values, expected_status)
+
+
+def test_one_commit_per_write_carries_the_provenance(store_url):
+    before = store.history(store_url, NAME)
+    provenance = {
+        "granules": [{"name": "SMAP_L2_SM_P_E_04200_D_20160104T002707_R19240_001.h5", "version": "R19240"}],
+        "parameters": {"method": "hybrid", "window_days": 3},
+        "strategy": "prior+current",
+    }
+    snapshot = store.write_slices(store_url, NAME, slices([3, 4, 9]), provenance=provenance,
+                                  message="nrt 2016-01-04", key="2016-01", status="nrt")
+    after = store.history(store_url, NAME)
+    assert len(after) == len(before) + 1 and after[0].snapshot_id == snapshot
+    assert after[0].message == "nrt 2016-01-04"
+    metadata = after[0].metadata
+    assert metadata["provenance"] == provenance
+    assert metadata["soilcube_version"] == soilcube.__version__
+    assert metadata["key"] == "2016-01" and metadata["status"] == "nrt" and metadata["n_times"] == 3
+    assert metadata["time_start"] == "2016-01-04T00:00:00" and metadata["time_end"] == "2016-01-10T00:00:00"
+    assert [run.snapshot_id for run in store.committed_runs(store_url, NAME)] == [snapshot]
+
+    same = store.hash_parameters({"window_days": 3, "method": "hybrid"})
+    assert store.already_committed(store_url, NAME, "2016-01", same)
+    assert not store.already_committed(store_url, NAME, "2016-02", same)
+    other = store.hash_parameters({"method": "additive"})
+    assert not store.already_committed(store_url, NAME, "2016-01", other)
+
+
+def test_failure_midway_leaves_the_cube_exactly_as_before(store_url):
+    write(store_url, [2, 10])
+    head = store.history(store_url, NAME)[0].snapshot_id
+    before = open_cube(f"{store_url}/{NAME}").load()
+    chunk_dir = Path(urlparse(store_url).path) / NAME / "chunks"
+    chunks_before = len(list(chunk_dir.iterdir()))
+
+    def fail_on_last_slice(block, block_info=None):
+        if block_info[0]["array-location"][0][0] == 3:
+            raise RuntimeError("granule reader failed")
+        return block
+
+    doomed = slices([1, 2, 9, 17]).chunk({"time": 1})  # shards 0, 2 and 4: day 17's fails
+    doomed["sm"] = doomed.sm.copy(data=da.map_blocks(fail_on_last_slice, doomed.sm.data, dtype=np.float32))
+    with pytest.raises(RuntimeError, match="granule reader failed"):
+        store.write_slices(store_url, NAME, doomed, provenance={}, message="doomed", status="final")
+
+    assert len(list(chunk_dir.iterdir())) > chunks_before  # shards 0 and 2 were written before the failure
+    assert store.history(store_url, NAME)[0].snapshot_id == head
+    xr.testing.assert_identical(open_cube(f"{store_url}/{NAME}").load(), before)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "error"),
+    [
+        (slices([1]).assign_coords(x=WINDOW.x + 9000.0), "grid mismatch on x"),
+        (slices([1]).isel(y=slice(0, 39)), "grid mismatch on y"),
+        (slices([1]).assign_coords(time=[np.datetime64("2017-01-01", "ns")]), "not in cube"),
+        (slices([1]).rename(sm="soil_moisture"), "cannot write"),
+        (slices([1]).assign_coords(overpass=["PM", "AM"]), "overpass labels"),
+        (slices([1]).isel(overpass=0), "dims"),
+        (xr.concat([slices([1]), slices([1])], dim="time"), "repeats"),
+    ],
+    ids=["x", "y", "time", "variable", "overpass", "dims", "duplicate"],
+)
+def test_slices_that_do_not_fit_the_cube_are_refused(store_url, dataset, error):
+    head = store.history(store_url, NAME)[0].snapshot_id
+    with pytest.raises(ValueError, match=error):
+        store.write_slices(store_url, NAME, dataset, provenance={}, message="bad", status="nrt")
+    assert store.history(store_url, NAME)[0].snapshot_id == head
+
+
+def test_status_must_match_the_cube(tmp_path, store_url):
+    with pytest.raises(ValueError, match="status='nrt' or 'final'"):
+        write(store_url, [1], status=None)
+    plain = (tmp_path / "plain").as_uri()
+    store.create_cube(plain, NAME, WINDOW, DAYS, extra_dims={"overpass": OVERPASSES}, layout=LAYOUT)
+    with pytest.raises(ValueError, match="does not track slice status"):
+        store.write_slices(plain, NAME, slices([1]), provenance={}, message="m", status="nrt")
+    store.write_slices(plain, NAME, slices([1]), provenance={}, message="m")
+    assert "status" not in open_cube(f"{plain}/{NAME}")
+
+
+def test_create_refuses_unknown_names_and_existing_cubes(store_url):
+    with pytest.raises(ValueError, match="unknown cube"):
+        store.create_cube(store_url, "downscaled_2km", WINDOW, DAYS)
+    with pytest.raises(FileExistsError):
+        make_cube(store_url)
+
+
+def test_layout_shards_hold_whole_chunks():
+    with pytest.raises(ValueError, match="multiple of spatial_chunk"):
+        store.CubeLayout(spatial_shard=100, spatial_chunk=30)
+    assert store.CubeLayout().spatial_sizes(360) == (180, 360)
+    assert store.CubeLayout().spatial_sizes(900) == (180, 720)
+    assert store.CubeLayout().spatial_sizes(40) == (40, 40)
+
+
+def test_tags_and_rollback(store_url):
+    first = write(store_url, [1], key="2016-01-01")
+    store.tag_release(store_url, NAME, "v1.0")
+    write(store_url, [2], key="2016-01-02")
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1, 2})
+
+    store.rollback(store_url, NAME, first)
+    assert store.history(store_url, NAME)[0].snapshot_id == first
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1})
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}", version="v1.0"), {1})
+    parameters = store.hash_parameters({"method": "hybrid"})
+    assert store.already_committed(store_url, NAME, "2016-01-01", parameters)
+    assert not store.already_committed(store_url, NAME, "2016-01-02", parameters)
+    with pytest.raises(icechunk.SnapshotNotFoundError):
+        store.rollback(store_url, NAME, "0000000000000000000A")
+
+
+def test_expire_keeps_releases_and_the_head(store_url):
+    write(store_url, [1])
+    store.tag_release(store_url, NAME, "v1")
+    write(store_url, [1, 2])
+    write(store_url, [3])
+    expired = store.expire(store_url, NAME, datetime.now(UTC))
+    assert expired  # the overwritten intermediate snapshots
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1, 2, 3})
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}", version="v1"), {1})
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    batches=st.lists(
+        st.lists(st.integers(0, DAYS.size - 1), min_size=1, max_size=8, unique=True), min_size=1, max_size=3
+    )
+)
+def test_random_days_in_random_order_land_exactly_where_they_belong(batches):
+    with tempfile.TemporaryDirectory() as directory:
+        url = f"file://{directory}"
+        make_cube(url)
+        for batch in batches:  # each batch in the drawn (unsorted) order, one commit each
+            write(url, batch)
+        assert_holds_exactly(open_cube(f"{url}/{NAME}"), set().union(*batches))
+        assert len(store.committed_runs(url, NAME)) == len(batches)
+
+
+@pytest.mark.slow
+def test_round_trip_on_the_real_s3_server(seaweedfs):
+    url, options = f"{seaweedfs.new_bucket()}/cubes", seaweedfs.storage_options
+    make_cube(url, storage_options=options)
+    write(url, [0, 7, 8], storage_options=options, key="2016-01")
+    store.tag_release(url, NAME, "v1", storage_options=options)
+    assert_holds_exactly(open_cube(f"{url}/{NAME}", storage_options=options), {0, 7, 8})
+    assert_holds_exactly(open_cube(f"{url}/{NAME}", version="v1", storage_options=options), {0, 7, 8})
+    assert store.already_committed(url, NAME, "2016-01", store.hash_parameters({"method": "hybrid"}),
+                                   storage_options=options)
+    assert seaweedfs.filesystem().find(f"{url}/{NAME}/chunks")  # the data went to the bucket
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("first", "second", "both_commit"), [([1], [9], True), ([1], [2], False)],
+                         ids=["other-shards", "same-shard"])
+def test_concurrent_runs_conflict_only_on_the_same_shard(seaweedfs, monkeypatch, first, second, both_commit):
+    """Two runs open their sessions and write before either commits (S3: the local filesystem has no
+    conditional writes). The later commit rebases over other shards and is refused on the same shard."""
+    url, options = f"{seaweedfs.new_bucket()}/cubes", seaweedfs.storage_options
+    make_cube(url, storage_options=options)
+    both_written = threading.Barrier(2, timeout=60)
+    real_to_icechunk = store.to_icechunk
+
+    def to_icechunk_then_wait(*args, **kwargs):
+        real_to_icechunk(*args, **kwargs)
+        both_written.wait()
+
+    monkeypatch.setattr(store, "to_icechunk", to_icechunk_then_wait)
+    outcomes: dict[str, object] = {}
+
+    def run(days):
+        try:
+            outcomes[str(days)] = write(url, days, storage_options=options)
+        except icechunk.ConflictError as conflict:
+            outcomes[str(days)] = conflict
+
+    threads = [threading.Thread(target=run, args=(days,)) for days in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    committed = [days for days in (first, second) if isinstance(outcomes[str(days)], str)]
+    assert len(committed) == (2 if both_commit else 1)
+    cube = open_cube(f"{url}/{NAME}", storage_options=options)
+    assert_holds_exactly(cube, set().union(*committed))
+
+
+@pytest.mark.slow
+def test_dask_dataset_written_under_a_distributed_cluster(tmp_path, seaweedfs):
+    """Workers write through pickled fork sessions and read through pickled read-only sessions, both in a
+    directory and in a bucket (credentials travel with the session)."""
+    from dask.distributed import Client, LocalCluster, get_task_stream
+
+    stores = [
+        ((tmp_path / "store").as_uri(), None),
+        (f"{seaweedfs.new_bucket()}/cubes", seaweedfs.storage_options),
+    ]
+    # dask chunks that fit no shard: write_slices rechunks them onto whole shards
+    dataset = slices([1, 2, 9, 10, 11]).chunk({"time": 1, "y": 7, "x": 13})
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        workers = set(client.scheduler_info()["workers"])
+        for url, options in stores:
+            make_cube(url, storage_options=options)
+            with get_task_stream(client) as tasks:
+                store.write_slices(url, NAME, dataset, provenance={}, message="distributed", status="final",
+                                   storage_options=options)
+            assert tasks.data and {task["worker"] for task in tasks.data} <= workers  # ran on the cluster
+            # read back on the cluster too, as an analyst with a Client would
+            cube = open_cube(f"{url}/{NAME}", storage_options=options)
+            assert_holds_exactly(cube, {1, 2, 9, 10, 11})
+            assert (cube.status.isel(time=[1, 2, 9, 10, 11]).values == 2).all()
