@@ -10,6 +10,7 @@ import xarray as xr
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
 from soilcube.validate.metrics import METRICS, score, to_dict
 
 # HydroErr/tests/tests.py vectors (algorithms.md §3.2); n = 6 is below the default min_count.
