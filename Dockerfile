@@ -15,5 +15,5 @@ COPY tasks ./tasks
 
 RUN useradd --create-home --uid 10001 soilcube
 USER 10001
-ENTRYPOINT ["soilcube"]
-CMD ["--help"]
+# No ENTRYPOINT: Dask and Prefect pods give their own commands (dask worker, prefect flow-run …).
+CMD ["soilcube", "--help"]
