@@ -321,3 +321,16 @@ def test_dask_dataset_written_under_a_distributed_cluster(tmp_path, seaweedfs):
             cube = open_cube(f"{url}/{NAME}", storage_options=options)
             assert_holds_exactly(cube, {1, 2, 9, 10, 11})
             assert (cube.status.isel(time=[1, 2, 9, 10, 11]).values == 2).all()
+
+
+def test_write_dataset_versions_a_whole_cube(tmp_path):
+    store_url = tmp_path.as_uri()
+    coords = {"lat": [35.125, 35.375], "lon": [-97.375, -97.125, -96.875]}
+    first = xr.Dataset({"a0": (("lat", "lon"), np.ones((2, 3), np.float32))}, coords=coords)
+    v1 = store.write_dataset(store_url, "visir_model", first, provenance={"parameters": {"k": 1}}, message="v1")
+    v2 = store.write_dataset(store_url, "visir_model", first * 2, provenance={"parameters": {"k": 2}}, message="v2")
+    assert float(open_cube(f"{store_url}/visir_model").a0.max()) == 2.0
+    assert float(open_cube(f"{store_url}/visir_model", version=v1).a0.max()) == 1.0
+    assert [c.snapshot_id for c in store.history(store_url, "visir_model")][:2] == [v2, v1]
+    with pytest.raises(ValueError, match="unknown cube"):
+        store.write_dataset(store_url, "nonsense", first, provenance={}, message="x")

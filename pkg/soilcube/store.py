@@ -48,6 +48,10 @@ from soilcube.grids import EPSG, Window
 
 CUBE_NAMES = ("downscaled_1km", "downscaled_400m", "visir_model", "characteristics", "fused_1km_3h")
 BRANCH = "main"
+# Writes are serialised (one commit per run), so icechunk's per-open warning that local directories are
+# unsafe for concurrent commits is noise here; ICECHUNK_LOG (icechunk's own variable) still overrides.
+if "ICECHUNK_LOG" not in os.environ:
+    icechunk.set_logs_filter("error")
 SOIL_MOISTURE_UNITS = "m3 m-3"
 DEFAULT_VARIABLES = {"sm": np.float32, "qa": np.uint8}
 STATUS_CODES = {"empty": 0, "nrt": 1, "final": 2}
@@ -318,6 +322,39 @@ def write_slices(
     # ConflictDetector lets a run commit after a concurrent one that touched other shards, and refuses
     # (nothing committed) when both wrote the same shard.
     return session.commit(message, metadata=_jsonable(metadata), rebase_with=icechunk.ConflictDetector())
+
+
+def write_dataset(
+    store_url: str,
+    name: str,
+    dataset: xr.Dataset,
+    *,
+    provenance: Mapping[str, Any],
+    message: str,
+    storage_options: Mapping | None = None,
+) -> str:
+    """Replace the whole content of cube `name` with `dataset` in one commit; return its id.
+
+    For cubes that are rewritten as a whole, not sliced in time (the `visir_model` coefficients): each
+    write is a new version on the main branch, earlier versions stay readable by snapshot id or tag.
+    """
+    if name not in CUBE_NAMES:
+        raise ValueError(f"unknown cube {name!r}; known: {', '.join(CUBE_NAMES)}")
+    url = cube_url(store_url, name)
+    try:
+        repo = open_repository(url, storage_options)
+    except FileNotFoundError:
+        repo = open_repository(url, storage_options, create=True)
+    session = repo.writable_session(BRANCH)
+    to_icechunk(dataset, session, mode="w")
+    metadata = {
+        "operation": "write_dataset",
+        "soilcube_version": __version__,
+        "cube": name,
+        "parameters_hash": hash_parameters(provenance.get("parameters", {})),
+        "provenance": provenance,
+    }
+    return session.commit(message, metadata=_jsonable(metadata))
 
 
 def _conform(dataset: xr.Dataset, cube: xr.Dataset, name: str) -> xr.Dataset:
