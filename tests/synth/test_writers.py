@@ -356,6 +356,136 @@ def test_gldas_netcdf4(gldas):
     assert np.isnan(root).all()
 
 
+def test_gldas_data_read_back_and_filters(gldas):
+    url, fields, rows, cols = gldas
+    with netCDF4.Dataset(url) as nc:
+        nc.set_auto_maskandscale(False)
+        for var, values in fields.items():
+            expected = np.full(GLDAS_GRID.shape, -9999.0, np.float32)
+            expected[rows, cols] = with_fill(values, -9999.0)
+            np.testing.assert_array_equal(nc[var][0], expected)
+            finite = values[np.isfinite(values)]
+            assert (nc[var].vmin, nc[var].vmax) == (np.float32(finite.min()), np.float32(finite.max()))
+        assert (nc["RootMoist_inst"][0] == np.float32(-9999.0)).all()
+    with h5py.File(url) as f:
+        for var in ("SoilMoi0_10cm_inst", "AvgSurfT_inst", "RootMoist_inst"):
+            d = f[var]
+            assert d.chunks == (1, 600, 1440) and d.dtype == np.float32 and d.fillvalue == np.float32(-9999.0)
+            assert (d.compression, d.compression_opts, d.shuffle) == ("gzip", 4, True)
+            dcpl = d.id.get_create_plist()
+            pipeline = [dcpl.get_filter(i)[:3] for i in range(dcpl.get_nfilters())]
+            assert pipeline == [(h5py.h5z.FILTER_SHUFFLE, 1, (4,)), (h5py.h5z.FILTER_DEFLATE, 1, (4,))]
+            assert d.id.get_num_chunks() == (var in fields)  # fields not supplied are never allocated
+
+
+@pytest.mark.parametrize("dtype, fill", [(np.float32, -9999.0), (np.int16, -9999), (np.int16, -32767),
+                                         (np.uint8, 255)])
+def test_shuffled_window_chunk_is_what_hdf5_reads(dtype, fill, tmp_path):
+    rng = np.random.default_rng(12)
+    shape, row0, col0 = (37, 11), 30, 8
+    values = (rng.random((7, 3)) * 100).astype(dtype)
+    expected = np.full(shape, fill, dtype)
+    expected[row0 : row0 + 7, col0 : col0 + 3] = values
+    chunk = writers._window_chunk(shape, dtype, fill, row0, col0, values, shuffle=True)
+    itemsize = np.dtype(dtype).itemsize
+    planes = np.frombuffer(zlib.decompress(chunk), np.uint8).reshape(itemsize, -1)  # HDF5's byte planes
+    np.testing.assert_array_equal(planes.T.copy().view(dtype).reshape(shape), expected)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        d = f.create_dataset("x", shape=shape, dtype=dtype, chunks=shape, fillvalue=fill, shuffle=True,
+                             compression="gzip", compression_opts=4)
+        d.id.write_direct_chunk((0, 0), chunk)
+    with h5py.File(tmp_path / "x.h5") as f:
+        np.testing.assert_array_equal(f["x"][...], expected)
+
+
+def netcdf_view(path) -> tuple[dict, dict]:
+    """Everything netCDF4 and h5py say about a netCDF-4 file's layout (less netCDF-C's hidden
+    _Netcdf4Dimid, which it writes on variables that exist at its first data write), and the values of
+    the variables with allocated storage within the bounding box of their allocated chunks (the rest reads
+    as the fill value)."""
+    layout, values, boxes = {}, {}, {}
+
+    def dataset(name, d):
+        if isinstance(d, h5py.Dataset):
+            dcpl = d.id.get_create_plist()
+            layout[f"h5:{name}"] = (
+                [k for k in d.attrs if k != "_Netcdf4Dimid"], d.chunks, d.fillvalue, dcpl.get_layout(),
+                [dcpl.get_filter(i) for i in range(dcpl.get_nfilters())],
+                d.id.get_num_chunks() if d.chunks else None)
+            allocated = d.id.get_num_chunks() if d.chunks else 0
+            if allocated:
+                corners = np.array([d.id.get_chunk_info(i).chunk_offset for i in range(allocated)])
+                boxes[name] = tuple(slice(lo, hi + n) for lo, hi, n in
+                                    zip(corners.min(axis=0), corners.max(axis=0), d.chunks, strict=True))
+                layout[f"box:{name}"] = boxes[name]
+            elif not d.chunks:
+                boxes[name] = ...
+
+    with h5py.File(path) as f:
+        f.visititems(dataset)
+    with netCDF4.Dataset(path) as nc:
+        nc.set_auto_maskandscale(False)
+        layout["/"] = [(k, repr(nc.getncattr(k))) for k in nc.ncattrs()]
+        layout["dims"] = [(k, len(v)) for k, v in nc.dimensions.items()]
+        for name, v in nc.variables.items():
+            layout[name] = ([(k, repr(v.getncattr(k))) for k in v.ncattrs()], v.dtype, v.dimensions,
+                            v.chunking(), v.filters(), v.endian())
+            if name in boxes:
+                values[name] = v[boxes[name]]
+    return layout, values
+
+
+@pytest.mark.parametrize("product", ["gldas", "ltdr_ndvi"])
+def test_template_granules_equal_the_netcdf_library_write(product, tmp_path):
+    """The granule made from the template equals the one that the netCDF library writes itself, for the
+    oklahoma block, a block over several chunks (LTDR) or all of the one chunk (GLDAS) and a corner."""
+    rng = np.random.default_rng(13)
+    grid = GLDAS_GRID if product == "gldas" else LTDR_GRID
+    (nrows, ncols), blocks = grid.shape, [grid.window_slices(WINDOW, margin=1)]
+    blocks += [(slice(350, min(1100, nrows)), slice(700, min(2200, ncols))),
+               (slice(0, 1), slice(ncols - 3, ncols))]
+    for i, (rows, cols) in enumerate(blocks):
+        shape = (rows.stop - rows.start, cols.stop - cols.start)
+        values = rng.uniform(0.1, 0.9, shape)
+        values[rng.random(shape) < 0.2] = np.nan
+        reference = tmp_path / f"reference{i}.nc"
+        if product == "gldas":
+            t = GLDAS_TIME + timedelta(hours=3 * i)
+            fields = {"SoilMoi0_10cm_inst": 50 * values, "AvgSurfT_inst": 300 + values,
+                      "Wind_f_inst": values * np.nan}
+            url = writers.write_gldas(tmp_path, time=t, rows=rows, cols=cols, fields=fields)
+            writers._gldas_netcdf(str(reference), t, rows, cols, fields)
+        else:
+            day = DAY + timedelta(days=i)
+            url = writers.write_ltdr_ndvi(tmp_path, day=day, rows=rows, cols=cols, ndvi=values)
+            writers._ltdr_netcdf(str(reference), day, rows, cols, values)
+        (layout, data), (expected_layout, expected_data) = netcdf_view(url), netcdf_view(reference)
+        assert layout == expected_layout
+        assert data.keys() == expected_data.keys()
+        assert [name for name in data if not np.array_equal(data[name], expected_data[name])] == []
+        if i:
+            continue  # decoded values and the layout check once (costly on the 3600 × 7200 LTDR grid)
+        with xr.open_dataset(url) as ds, xr.open_dataset(reference) as ref:
+            xr.testing.assert_identical(ds, ref)
+        if CHECK_LAYOUT.exists():
+            run = subprocess.run([sys.executable, str(CHECK_LAYOUT), product, url], capture_output=True,
+                                 text=True)
+            assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_template_attributes_keep_their_type_and_size(tmp_path):
+    with h5py.File(tmp_path / "t.nc", "w") as f:
+        f.attrs["history"] = np.bytes_(b"created on date: 2016-08-10T21:00:00.000")
+        f.attrs["vmin"] = np.array([1.0], np.float32)
+        writers._patch_attrs(f, {"history": "created on date: 2017-01-02T03:00:00.000", "vmin": 2.5})
+        assert f.attrs["history"] == b"created on date: 2017-01-02T03:00:00.000"
+        assert f.attrs["vmin"].dtype == np.float32 and list(f.attrs["vmin"]) == [2.5]
+        with pytest.raises(ValueError, match="does not fit"):
+            writers._patch_attrs(f, {"history": "created on date: 12017-01-02T03:00:00.000"})
+        with pytest.raises(ValueError, match="value"):
+            writers._patch_attrs(f, {"vmin": [1.0, 2.0]})
+
+
 # --- VIIRS ----------------------------------------------------------------------------------------------
 
 
@@ -529,6 +659,25 @@ def test_a_netcdf_write_failing_midway_leaves_no_file(tmp_path, monkeypatch):
         writers.write_gldas(tmp_path, time=GLDAS_TIME, rows=slice(0, 4), cols=slice(0, 4),
                             fields={"SoilMoi0_10cm_inst": np.ones((4, 4))})
     assert listing(tmp_path) == []
+
+
+def test_a_template_write_failing_midway_leaves_no_file_and_keeps_the_old_granule(tmp_path, monkeypatch):
+    fields = {"SoilMoi0_10cm_inst": np.ones((4, 4)), "AvgSurfT_inst": np.full((4, 4), 290.0)}
+    write = lambda: writers.write_gldas(  # noqa: E731
+        tmp_path, time=GLDAS_TIME, rows=slice(0, 4), cols=slice(0, 4), fields=fields)
+    writers._gldas_template()  # built beforehand: the failure hits the copy, not the template
+    monkeypatch.setattr(writers, "_write_window_chunks", fail_after(1, writers._write_window_chunks))
+    with pytest.raises(Boom):
+        write()
+    assert listing(tmp_path) == []
+    monkeypatch.undo()
+    url = write()
+    before = Path(url).read_bytes()
+    fields["SoilMoi0_10cm_inst"] = fields["SoilMoi0_10cm_inst"] * 2
+    monkeypatch.setattr(writers, "_write_window_chunks", fail_after(1, writers._write_window_chunks))
+    with pytest.raises(Boom):
+        write()
+    assert listing(tmp_path) == [Path(url).name] and Path(url).read_bytes() == before
 
 
 def test_remote_targets_are_uploaded_once_complete():
