@@ -52,8 +52,9 @@ def test_unknown_grid_is_a_clear_error():
         ease2_grid("M05")
 
 
-@pytest.mark.parametrize("group, suffix", [("Soil_Moisture_Retrieval_Data_AM", ""),
-                                           ("Soil_Moisture_Retrieval_Data_PM", "_pm")])
+@pytest.mark.parametrize(
+    "group, suffix", [("Soil_Moisture_Retrieval_Data_AM", ""), ("Soil_Moisture_Retrieval_Data_PM", "_pm")]
+)
 def test_m36_cell_centres_match_the_real_spl3smp_file(real_data, group, suffix):
     with h5py.File(real_data / "smap" / "SC_SPL3SMP_009_prefetch.nc4") as f:
         lat = f[f"{group}/latitude{suffix}"][...]

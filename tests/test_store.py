@@ -31,8 +31,15 @@ NAME = "downscaled_1km"
 
 def make_cube(store_url, **options):
     return store.create_cube(
-        store_url, NAME, WINDOW, DAYS, extra_dims={"overpass": OVERPASSES}, layout=LAYOUT,
-        variable_attrs={"qa": QA_ATTRS}, status=True, **options,
+        store_url,
+        NAME,
+        WINDOW,
+        DAYS,
+        extra_dims={"overpass": OVERPASSES},
+        layout=LAYOUT,
+        variable_attrs={"qa": QA_ATTRS},
+        status=True,
+        **options,
     )
 
 
@@ -55,8 +62,12 @@ def slices(day_indices) -> xr.Dataset:
 def write(store_url, day_indices, **options):
     options.setdefault("status", "nrt")
     return store.write_slices(
-        store_url, NAME, slices(day_indices), provenance={"parameters": {"method": "hybrid"}},
-        message=f"days {list(day_indices)}", **options,
+        store_url,
+        NAME,
+        slices(day_indices),
+        provenance={"parameters": {"method": "hybrid"}},
+        message=f"days {list(day_indices)}",
+        **options,
     )
 
 
@@ -115,8 +126,15 @@ def test_one_commit_per_write_carries_the_provenance(store_url):
         "parameters": {"method": "hybrid", "window_days": 3},
         "strategy": "prior+current",
     }
-    snapshot = store.write_slices(store_url, NAME, slices([3, 4, 9]), provenance=provenance,
-                                  message="nrt 2016-01-04", key="2016-01", status="nrt")
+    snapshot = store.write_slices(
+        store_url,
+        NAME,
+        slices([3, 4, 9]),
+        provenance=provenance,
+        message="nrt 2016-01-04",
+        key="2016-01",
+        status="nrt",
+    )
     after = store.history(store_url, NAME)
     assert len(after) == len(before) + 1 and after[0].snapshot_id == snapshot
     assert after[0].message == "nrt 2016-01-04"
@@ -254,14 +272,18 @@ def test_round_trip_on_the_real_s3_server(seaweedfs):
     store.tag_release(url, NAME, "v1", storage_options=options)
     assert_holds_exactly(open_cube(f"{url}/{NAME}", storage_options=options), {0, 7, 8})
     assert_holds_exactly(open_cube(f"{url}/{NAME}", version="v1", storage_options=options), {0, 7, 8})
-    assert store.already_committed(url, NAME, "2016-01", store.hash_parameters({"method": "hybrid"}),
-                                   storage_options=options)
+    assert store.already_committed(
+        url, NAME, "2016-01", store.hash_parameters({"method": "hybrid"}), storage_options=options
+    )
     assert seaweedfs.filesystem().find(f"{url}/{NAME}/chunks")  # the data went to the bucket
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("first", "second", "both_commit"), [([1], [9], True), ([1], [2], False)],
-                         ids=["other-shards", "same-shard"])
+@pytest.mark.parametrize(
+    ("first", "second", "both_commit"),
+    [([1], [9], True), ([1], [2], False)],
+    ids=["other-shards", "same-shard"],
+)
 def test_concurrent_runs_conflict_only_on_the_same_shard(seaweedfs, monkeypatch, first, second, both_commit):
     """Two runs open their sessions and write before either commits (S3: the local filesystem has no
     conditional writes). The later commit rebases over other shards and is refused on the same shard."""
@@ -314,8 +336,15 @@ def test_dask_dataset_written_under_a_distributed_cluster(tmp_path, seaweedfs):
         for url, options in stores:
             make_cube(url, storage_options=options)
             with get_task_stream(client) as tasks:
-                store.write_slices(url, NAME, dataset, provenance={}, message="distributed", status="final",
-                                   storage_options=options)
+                store.write_slices(
+                    url,
+                    NAME,
+                    dataset,
+                    provenance={},
+                    message="distributed",
+                    status="final",
+                    storage_options=options,
+                )
             assert tasks.data and {task["worker"] for task in tasks.data} <= workers  # ran on the cluster
             # read back on the cluster too, as an analyst with a Client would
             cube = open_cube(f"{url}/{NAME}", storage_options=options)
@@ -327,8 +356,12 @@ def test_write_dataset_versions_a_whole_cube(tmp_path):
     store_url = tmp_path.as_uri()
     coords = {"lat": [35.125, 35.375], "lon": [-97.375, -97.125, -96.875]}
     first = xr.Dataset({"a0": (("lat", "lon"), np.ones((2, 3), np.float32))}, coords=coords)
-    v1 = store.write_dataset(store_url, "visir_model", first, provenance={"parameters": {"k": 1}}, message="v1")
-    v2 = store.write_dataset(store_url, "visir_model", first * 2, provenance={"parameters": {"k": 2}}, message="v2")
+    v1 = store.write_dataset(
+        store_url, "visir_model", first, provenance={"parameters": {"k": 1}}, message="v1"
+    )
+    v2 = store.write_dataset(
+        store_url, "visir_model", first * 2, provenance={"parameters": {"k": 2}}, message="v2"
+    )
     assert float(open_cube(f"{store_url}/visir_model").a0.max()) == 2.0
     assert float(open_cube(f"{store_url}/visir_model", version=v1).a0.max()) == 1.0
     assert [c.snapshot_id for c in store.history(store_url, "visir_model")][:2] == [v2, v1]

@@ -6,6 +6,7 @@ elsewhere; the process is ended by its own id when the context exits.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -81,15 +82,26 @@ class SeaweedFS:
         master, volume, filer, s3, webdav, admin, metrics = _free_ports(7)
         self.s3_port = s3
         config = self.data_dir / "s3.json"
-        config.write_text(
-            '{"identities": [{"name": "soilcube", "credentials": [{"accessKey": "%s", "secretKey": "%s"}],'
-            ' "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}' % (ACCESS_KEY, SECRET_KEY)
-        )
+        identity = {"name": "soilcube", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+        config.write_text(json.dumps({"identities": [identity]}))
         args = [
-            _weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", f"-s3.port={s3}",
-            f"-webdav.port={webdav}", f"-admin.port={admin}", f"-metricsPort={metrics}", "-admin.ui=false",
-            f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            _weed_binary(),
+            "mini",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={master}",
+            f"-volume.port={volume}",
+            f"-filer.port={filer}",
+            f"-s3.port={s3}",
+            f"-webdav.port={webdav}",
+            f"-admin.port={admin}",
+            f"-metricsPort={metrics}",
+            "-admin.ui=false",
+            f"-s3.config={config}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
         ]
         log = open(self.data_dir / "weed.log", "wb")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir)
@@ -101,7 +113,9 @@ class SeaweedFS:
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"SeaweedFS exited with code {self.process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"SeaweedFS exited with code {self.process.returncode}:\n{self.log_tail()}"
+                )
             try:
                 self.filesystem().ls("")
                 bucket = self.new_bucket("ready")
@@ -114,7 +128,9 @@ class SeaweedFS:
                 last_error = error
             time.sleep(0.3)
         self.stop()
-        raise RuntimeError(f"SeaweedFS did not become ready in {self.startup_timeout} s: {last_error}\n{self.log_tail()}")
+        raise RuntimeError(
+            f"SeaweedFS did not become ready in {self.startup_timeout} s: {last_error}\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 20) -> str:
         log = self.data_dir / "weed.log"

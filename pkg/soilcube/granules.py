@@ -39,7 +39,9 @@ class Product:
     def parse(self, name: str) -> GranuleName:
         m = self.pattern.match(name)
         if not m:
-            raise ValueError(f"{name!r} is not a {self.short_name} file name (pattern {self.pattern.pattern})")
+            raise ValueError(
+                f"{name!r} is not a {self.short_name} file name (pattern {self.pattern.pattern})"
+            )
         g = m.groupdict()
         if "ydoy" in g:
             time = np.datetime64(datetime.strptime(g["ydoy"], "%Y%j"), "ns")
@@ -56,20 +58,49 @@ def _stamp_format(stamp: str) -> str:
 PRODUCTS: dict[str, Product] = {
     p.key: p
     for p in [
-        Product("smap_l2e", "SPL2SMP_E", re.compile(
-            r"^SMAP_L2_SM_P_E_(?P<orbit>\d{5})_(?P<variant>[AD])_(?P<stamp>\d{8}T\d{6})_R\d{5}_\d{3}\.h5$"), ".h5"),
-        Product("smap_l3e", "SPL3SMP_E", re.compile(
-            r"^SMAP_L3_SM_P_E_(?P<stamp>\d{8})_R\d{5}_\d{3}\.h5$"), ".h5"),
-        Product("smap_l4", "SPL4SMGP", re.compile(
-            r"^SMAP_L4_SM_gph_(?P<stamp>\d{8}T\d{6})_Vv\d{4}_\d{3}\.h5$"), ".h5"),
-        Product("gldas", "GLDAS_NOAH025_3H", re.compile(
-            r"^GLDAS_NOAH025_3H\.A(?P<stamp>\d{8}\.\d{4})\.021\.nc4$"), ".nc4"),
-        Product("viirs_lst", "VNP21A1", re.compile(
-            r"^VNP21A1(?P<variant>[DN])\.A(?P<ydoy>\d{7})\.(?P<tile>h\d{2}v\d{2})\.\d{3}\.\d{13}\.h5$"), ".h5"),
-        Product("viirs_lai", "VNP15A2H", re.compile(
-            r"^VNP15A2H\.A(?P<ydoy>\d{7})\.(?P<tile>h\d{2}v\d{2})\.\d{3}\.\d{13}\.h5$"), ".h5"),
-        Product("ltdr_ndvi", "AVH13C1", re.compile(
-            r"^AVHRR-Land_v005_AVH13C1_NOAA-\d{2}_(?P<stamp>\d{8})_c\d+\.nc$"), ".nc"),
+        Product(
+            "smap_l2e",
+            "SPL2SMP_E",
+            re.compile(
+                r"^SMAP_L2_SM_P_E_(?P<orbit>\d{5})_(?P<variant>[AD])_(?P<stamp>\d{8}T\d{6})_R\d{5}_\d{3}\.h5$"
+            ),
+            ".h5",
+        ),
+        Product(
+            "smap_l3e", "SPL3SMP_E", re.compile(r"^SMAP_L3_SM_P_E_(?P<stamp>\d{8})_R\d{5}_\d{3}\.h5$"), ".h5"
+        ),
+        Product(
+            "smap_l4",
+            "SPL4SMGP",
+            re.compile(r"^SMAP_L4_SM_gph_(?P<stamp>\d{8}T\d{6})_Vv\d{4}_\d{3}\.h5$"),
+            ".h5",
+        ),
+        Product(
+            "gldas",
+            "GLDAS_NOAH025_3H",
+            re.compile(r"^GLDAS_NOAH025_3H\.A(?P<stamp>\d{8}\.\d{4})\.021\.nc4$"),
+            ".nc4",
+        ),
+        Product(
+            "viirs_lst",
+            "VNP21A1",
+            re.compile(
+                r"^VNP21A1(?P<variant>[DN])\.A(?P<ydoy>\d{7})\.(?P<tile>h\d{2}v\d{2})\.\d{3}\.\d{13}\.h5$"
+            ),
+            ".h5",
+        ),
+        Product(
+            "viirs_lai",
+            "VNP15A2H",
+            re.compile(r"^VNP15A2H\.A(?P<ydoy>\d{7})\.(?P<tile>h\d{2}v\d{2})\.\d{3}\.\d{13}\.h5$"),
+            ".h5",
+        ),
+        Product(
+            "ltdr_ndvi",
+            "AVH13C1",
+            re.compile(r"^AVHRR-Land_v005_AVH13C1_NOAA-\d{2}_(?P<stamp>\d{8})_c\d+\.nc$"),
+            ".nc",
+        ),
     ]
 }
 

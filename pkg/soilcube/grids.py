@@ -182,15 +182,19 @@ class Window:
     def contains(self, rows, cols) -> np.ndarray:
         rows, cols = np.asarray(rows), np.asarray(cols)
         return (
-            (rows >= self.row0) & (rows < self.row0 + self.nrows)
-            & (cols >= self.col0) & (cols < self.col0 + self.ncols)
+            (rows >= self.row0)
+            & (rows < self.row0 + self.nrows)
+            & (cols >= self.col0)
+            & (cols < self.col0 + self.ncols)
         )
 
 
 def region_from_bbox(west: float, south: float, east: float, north: float, name: str = "bbox") -> Region:
     """The smallest rectangle of whole 36 km cells that covers the lon/lat box."""
     if not (west < east and south < north):
-        raise ValueError(f"bounding box must have west < east and south < north, got {(west, south, east, north)}")
+        raise ValueError(
+            f"bounding box must have west < east and south < north, got {(west, south, east, north)}"
+        )
     m36 = ease2_grid("M36")
     rows, cols = m36.rowcol([west, east], [north, south])
     return Region(name, int(rows[0]), int(cols[0]), int(rows[1] - rows[0] + 1), int(cols[1] - cols[0] + 1))
@@ -269,7 +273,9 @@ class LatLonGrid:
         return np.floor(offset / self.step + 0.5).astype(np.int64)
 
     def col_of_lon(self, lon) -> np.ndarray:
-        return np.floor((np.asarray(lon, dtype=np.float64) - self.lon_first) / self.step + 0.5).astype(np.int64)
+        return np.floor((np.asarray(lon, dtype=np.float64) - self.lon_first) / self.step + 0.5).astype(
+            np.int64
+        )
 
     def index(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Row table (one per window row) and column table (one per window column) of the lat/lon cell

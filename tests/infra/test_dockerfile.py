@@ -1,4 +1,4 @@
-"""The Dockerfile builds the same package the README installs; it is linted offline (no Docker engine here)."""
+"""The Dockerfile builds the package the README installs; linted offline (no Docker engine here)."""
 
 import shutil
 import subprocess

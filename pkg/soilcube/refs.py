@@ -1,0 +1,330 @@
+"""Kerchunk references of an archive's granules, persisted next to the archive and kept up to date
+incrementally (`soilcube refs`); and the look-up that lets the readers reuse them.
+
+Layout, for each product key (archive layout `<archive>/<product>/<file name>`):
+
+    <archive>/refs/<product>/granules/<file name>.json   references of one granule (kerchunk JSON)
+    <archive>/refs/<product>/combined-<digest>.json      the good granules stacked along time, for the
+    <archive>/refs/<product>/combined-<digest>.parq/     products whose granules share one layout (SMAP L4,
+                                                          GLDAS, LTDR); parquet once it is large
+    <archive>/refs/<product>/index.csv                   the granule index, one row per granule
+
+The index is written last and is what readers trust: a run that dies half-way leaves the previous index
+pointing at previous, complete objects. A combined set is named by a digest of its granules and is reused
+only when the previous index names it, so a half-written one is never trusted. A granule is re-referenced
+when its size, ETag or modification time differ from the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+
+import dask
+import fsspec
+import pandas as pd
+from fsspec.implementations.local import LocalFileSystem
+from kerchunk.df import refs_to_dataframe
+from tqdm import tqdm
+
+from soilcube import granules
+from soilcube.sources.base import Granule, GranuleError, Reader
+from soilcube.sources.references import combine_along_time, reference_granule, split_combinable
+from soilcube.sources.registry import READERS, reader
+
+REFS_DIR = "refs"
+INDEX_NAME = "index.csv"
+INDEX_COLUMNS = (
+    "name", "url", "time", "size", "etag", "mtime", "version", "status", "reason", "refs", "combined",
+)
+# Granules referenced per dask.compute: in parallel on a distributed client (h5py's lock makes threads
+# useless), with progress reported between batches.
+BATCH = 64
+# A combined set with at least this many references is written as parquet (kerchunk.df) instead of JSON:
+# a year of SMAP L4 scenes is ~150 000 references, too many to parse as one JSON document on every open.
+PARQUET_MIN_REFS = 50_000
+
+
+@dataclass
+class ProductReport:
+    product: str
+    granules: int = 0  # granules in the archive
+    referenced: list[str] = field(default_factory=list)  # (re)referenced by this run
+    reused: list[str] = field(default_factory=list)  # unchanged since the previous run
+    failed: dict[str, str] = field(default_factory=dict)  # name → reason, every granule that cannot be read
+    removed: list[str] = field(default_factory=list)  # gone from the archive since the previous run
+    combined: str = ""  # URL of the combined reference set, if the product has one
+
+    def row(self) -> dict:
+        return {"product": self.product, "granules": self.granules, "referenced": len(self.referenced),
+                "reused": len(self.reused), "failed": len(self.failed), "removed": len(self.removed)}
+
+
+@dataclass
+class RefsReport:
+    archive: str
+    products: dict[str, ProductReport] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """'<product>/<file name>' → reason, for every granule that cannot be read."""
+        return {f"{p}/{name}": reason for p, r in self.products.items() for name, reason in r.failed.items()}
+
+    def rows(self) -> list[dict]:
+        return [r.row() for r in self.products.values()]
+
+
+def signature(info: dict) -> dict[str, str]:
+    """What tells a changed granule from an unchanged one: size, ETag (S3) and modification time, as text
+    (the index is CSV)."""
+    mtime = info.get("mtime", info.get("LastModified", ""))
+    return {"size": str(int(info["size"])), "etag": str(info.get("ETag", "")).strip('"'),
+            "mtime": mtime.isoformat() if hasattr(mtime, "isoformat") else str(mtime)}
+
+
+def _unchanged(row: dict, info: dict) -> bool:
+    return all(row[k] == v for k, v in signature(info).items())
+
+
+class Archive:
+    """One archive on its filesystem (file:// or s3://)."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        self.url = url.rstrip("/")
+        self.storage_options = storage_options or {}
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+
+    def refs_dir(self, product: str) -> str:
+        return f"{self.root}/{REFS_DIR}/{product}"
+
+    def refs_url(self, product: str, name: str) -> str:
+        return self.fs.unstrip_protocol(f"{self.refs_dir(product)}/{name}")
+
+    def list_granules(self, product: str) -> dict[str, dict]:
+        """File name → fsspec info of every file in <archive>/<product>/."""
+        path = f"{self.root}/{product}"
+        self.fs.invalidate_cache(path)  # s3fs caches listings; granules arrive between calls
+        try:
+            infos = self.fs.ls(path, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {info["name"].rsplit("/", 1)[-1]: info for info in infos if info["type"] == "file"}
+
+    def read_index(self, product: str) -> dict[str, dict]:
+        """File name → index row (all values text), empty if the product was never referenced."""
+        path = f"{self.refs_dir(product)}/{INDEX_NAME}"
+        try:
+            data = self.fs.cat_file(path)
+        except FileNotFoundError:
+            return {}
+        table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+        return {row["name"]: row for row in table.to_dict("records")}
+
+    def put(self, path: str, data: bytes) -> None:
+        """Write one object whole: a local file by atomic rename, an S3 object by one PUT (atomic)."""
+        if isinstance(self.fs, LocalFileSystem):
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            partial = f"{path}.partial-{uuid.uuid4().hex}"
+            self.fs.pipe_file(partial, data)
+            os.replace(partial, path)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def load_json(self, paths: list[str]) -> dict[str, dict]:
+        """Path → parsed JSON, fetched together (concurrently on S3)."""
+        if not paths:
+            return {}
+        return {p: json.loads(data) for p, data in self.fs.cat(paths, on_error="raise").items()}
+
+
+def read_index(archive_url: str, product: str, storage_options: dict | None = None) -> pd.DataFrame:
+    """The granule index of one product: name, url, time, size, etag, mtime, version, status, reason, refs
+    (per-granule JSON, relative to <archive>/refs/<product>/) and combined (the combined set holding it)."""
+    rows = Archive(archive_url, storage_options).read_index(product)
+    table = pd.DataFrame(list(rows.values()), columns=list(INDEX_COLUMNS))
+    return table.astype({"size": "int64"}).assign(time=pd.to_datetime(table["time"].replace("", None)))
+
+
+def build_references(archive_url: str, products: list[str] | None = None, storage_options: dict | None = None,
+                     progress: bool = True) -> RefsReport:
+    """Reference every granule of the archive, incrementally: new granules are referenced, changed ones
+    re-referenced, unchanged ones reused; unreadable ones are reported (name → reason) and skipped."""
+    archive = Archive(archive_url, storage_options)
+    report = RefsReport(archive.url)
+    for product in products or list(READERS):
+        report.products[product] = _update_product(archive, reader(product), progress)
+    return report
+
+
+def _update_product(archive: Archive, reader: Reader, progress: bool) -> ProductReport:
+    product, refs_dir = reader.product, archive.refs_dir(reader.product)
+    listing = archive.list_granules(product)
+    previous = archive.read_index(product)
+    report = ProductReport(product, granules=len(listing), removed=sorted(set(previous) - set(listing)))
+    rows: dict[str, dict] = {}
+    fresh: dict[str, dict] = {}  # name → references made by this run
+    for name, info in sorted(listing.items()):
+        if name in previous and _unchanged(previous[name], info):
+            rows[name] = previous[name]
+            report.reused.append(name)
+    todo = [name for name in sorted(listing) if name not in rows]
+    with tqdm(total=len(todo), desc=f"referencing {product}", unit="granule", disable=not progress) as bar:
+        for start in range(0, len(todo), BATCH):
+            batch = todo[start : start + BATCH]
+            made = dask.compute(*(dask.delayed(_reference_and_store)(archive, reader, listing[name])
+                                  for name in batch))
+            for name, (row, refs) in zip(batch, made, strict=True):
+                rows[name] = row
+                if refs is not None:
+                    fresh[name] = refs
+                    report.referenced.append(name)
+            bar.update(len(batch))
+    if reader.combines_along_time:
+        report.combined = _combine(archive, reader, rows, fresh, {r["combined"] for r in previous.values()})
+    table = pd.DataFrame(list(rows.values()), columns=list(INDEX_COLUMNS))
+    archive.put(f"{refs_dir}/{INDEX_NAME}", table.to_csv(index=False).encode())
+    report.failed = {name: row["reason"] for name, row in rows.items() if row["status"] != "ok"}
+    _remove_unindexed(archive, refs_dir, rows)
+    return report
+
+
+def _reference_and_store(archive: Archive, reader: Reader, info: dict) -> tuple[dict, dict | None]:
+    """The index row of a new or changed granule, and its references (stored as JSON), or None if the
+    granule cannot be read (the row says why)."""
+    name = info["name"].rsplit("/", 1)[-1]
+    url = archive.fs.unstrip_protocol(info["name"])
+    row = {"name": name, "url": url, "time": "", **signature(info), "version": reader.version(name),
+           "status": "ok", "reason": "", "refs": "", "combined": ""}
+    try:
+        row["time"] = str(granules.parse(reader.product, name).time)
+        refs = reference_granule(reader, url, archive.storage_options)
+    except GranuleError as e:
+        row.update(status="failed", reason=e.reason)
+        return row, None
+    except ValueError as e:  # the file name does not parse
+        row.update(status="failed", reason=str(e))
+        return row, None
+    row["refs"] = f"granules/{name}.json"
+    archive.put(f"{archive.refs_dir(reader.product)}/{row['refs']}", json.dumps(refs).encode())
+    return row, refs
+
+
+def _combine(archive: Archive, reader: Reader, rows: dict[str, dict], fresh: dict[str, dict],
+             previous_sets: set[str]) -> str:
+    """Stack the good granules along time into one reference set (unless the previous index already names
+    the same set); granules that cannot join it (another layout, a time already taken) are marked failed.
+    Returns its URL."""
+    refs_dir = archive.refs_dir(reader.product)
+    good = {name: row for name, row in rows.items() if row["status"] == "ok"}
+    for row in rows.values():
+        row["combined"] = ""
+    if not good:
+        return ""
+    stored = archive.load_json([f"{refs_dir}/{row['refs']}" for n, row in good.items() if n not in fresh])
+    candidates = [
+        Granule(row["url"], granules.parse(reader.product, name),
+                fresh.get(name) or stored[f"{refs_dir}/{row['refs']}"])
+        for name, row in good.items()
+    ]
+    agreeing, odd = split_combinable(reader, candidates)
+    for g in candidates:
+        if g.url in odd:
+            rows[g.name.name].update(status="failed", reason=odd[g.url], refs="")
+    digest = hashlib.sha1("\n".join(
+        " ".join(rows[g.name.name][k] for k in ("name", "size", "etag", "mtime")) for g in agreeing
+    ).encode()).hexdigest()[:16]
+    stem = f"combined-{digest}"
+    name = next((n for n in (f"{stem}.json", f"{stem}.parq") if n in previous_sets), None)
+    if name is None:
+        combined = combine_along_time(reader, agreeing)
+        if len(combined["refs"]) >= PARQUET_MIN_REFS:
+            name = f"{stem}.parq"
+            url = archive.refs_url(reader.product, name)
+            refs_to_dataframe(combined, url, storage_options=archive.storage_options)
+        else:
+            name = f"{stem}.json"
+            archive.put(f"{refs_dir}/{name}", json.dumps(combined).encode())
+    for g in agreeing:
+        rows[g.name.name]["combined"] = name
+    return archive.refs_url(reader.product, name)
+
+
+def _remove_unindexed(archive: Archive, refs_dir: str, rows: dict[str, dict]) -> None:
+    """After the index is written: delete reference objects it does not name (removed or failed granules,
+    superseded combined sets, leftovers of interrupted runs)."""
+    fs = archive.fs
+    fs.invalidate_cache(refs_dir)
+    keep = {f"{refs_dir}/{row['refs']}" for row in rows.values() if row["refs"]}
+    keep |= {f"{refs_dir}/{row['combined']}" for row in rows.values() if row["combined"]}
+    keep |= {f"{refs_dir}/{INDEX_NAME}", f"{refs_dir}/granules"}
+    stale = [p for p in fs.ls(refs_dir, detail=False) if p.rstrip("/") not in keep]
+    if fs.exists(f"{refs_dir}/granules"):
+        stale += [p for p in fs.ls(f"{refs_dir}/granules", detail=False) if p not in keep]
+    for path in stale:
+        fs.rm(path, recursive=True)
+
+
+class PersistedReferences:
+    """What an archive's index says about some granule URLs: the references to reuse for granules that
+    have not changed since they were referenced. URLs outside the archive layout get none."""
+
+    def __init__(self, reader: Reader, urls: list[str], storage_options: dict | None = None):
+        self.reader = reader
+        self.storage_options = storage_options or {}
+        self.names: dict[str, granules.GranuleName] = {}
+        self.present: set[str] = set()
+        self.rows: dict[str, dict] = {}  # url → index row of an unchanged granule
+        self.archives: dict[str, Archive] = {}  # url → its archive
+        for url in urls:
+            try:
+                self.names[url] = granules.parse(reader.product, url)
+            except ValueError as e:
+                raise GranuleError(url, str(e)) from None
+        parents = {url.rsplit("/", 1)[0] for url in urls}
+        for parent in parents:
+            archive_url, folder = parent.rsplit("/", 1)
+            archive = Archive(archive_url, self.storage_options)
+            listing = archive.list_granules(folder)
+            index = archive.read_index(reader.product) if folder == reader.product else {}
+            for url in [u for u in urls if u.rsplit("/", 1)[0] == parent]:
+                name = url.rsplit("/", 1)[1]
+                if name in listing:
+                    self.present.add(url)
+                    if name in index and _unchanged(index[name], listing[name]):
+                        self.rows[url], self.archives[url] = index[name], archive
+
+    def combined(self, urls: list[str]) -> dict | str | None:
+        """The persisted combined set holding all `urls` (a dict for JSON, the URL of a parquet set), if
+        every one of them is unchanged and in it."""
+        if not self.reader.combines_along_time or not all(url in self.rows for url in urls):
+            return None
+        sets = {(id(self.archives[url]), self.rows[url]["combined"]) for url in urls}
+        if len(sets) != 1 or not self.rows[urls[0]]["combined"]:
+            return None
+        archive, name = self.archives[urls[0]], self.rows[urls[0]]["combined"]
+        if name.endswith(".parq"):
+            return archive.refs_url(self.reader.product, name)
+        path = f"{archive.refs_dir(self.reader.product)}/{name}"
+        return archive.load_json([path])[path]
+
+    def granules(self, urls: list[str]) -> list[Granule]:
+        """Granules with references: persisted ones where unchanged, made on the fly otherwise."""
+        paths = {url: f"{self.archives[url].refs_dir(self.reader.product)}/{row['refs']}"
+                 for url, row in self.rows.items() if row["status"] == "ok"}
+        # one concurrent fetch: the URLs of one call share a filesystem
+        loaded = next(iter(self.archives.values())).load_json(list(paths.values())) if paths else {}
+        stored = {url: loaded[path] for url, path in paths.items()}
+        out = []
+        for url in urls:
+            if url not in self.present:
+                raise GranuleError(url, "file does not exist")
+            row = self.rows.get(url)
+            if row is not None and row["status"] != "ok":
+                raise GranuleError(url, row["reason"])
+            refs = stored.get(url) or reference_granule(self.reader, url, self.storage_options)
+            out.append(Granule(url, self.names[url], refs))
+        return out

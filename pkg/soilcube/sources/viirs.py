@@ -1,0 +1,157 @@
+"""VIIRS sinusoidal tile products (HDF-EOS5): VNP21A1D/N daily 1 km LST and VNP15A2H 8-day 500 m LAI.
+
+Tiles are mosaicked straight onto an EASE2 window by nearest-pixel gathering (grids.sinusoidal_lookup):
+each output cell takes the sinusoidal pixel under its centre, from whichever tile holds it. Only the block
+of each tile that the window touches is read.
+"""
+
+from __future__ import annotations
+
+import re
+from fnmatch import fnmatch
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from pyproj import Transformer
+
+from soilcube.grids import EPSG, SINUSOIDAL_PROJ, SinusoidalTile, Window, ease2_grid, sinusoidal_lookup
+from soilcube.sources.base import (
+    Granule,
+    Reader,
+    array_shapes,
+    chunked,
+    decode_variable,
+    window_coords,
+    without_strings,
+)
+from soilcube.sources.references import open_references
+
+_SINUSOIDAL_TO_LONLAT = Transformer.from_crs(SINUSOIDAL_PROJ, 4326, always_xy=True)
+_LONLAT_TO_EASE = Transformer.from_crs(4326, EPSG, always_xy=True)
+TILE_NAME = re.compile(r"^h(\d{2})v(\d{2})$")
+
+
+def _tile(granule: Granule, pixels: int) -> SinusoidalTile:
+    h, v = TILE_NAME.match(granule.name.tile).groups()
+    return SinusoidalTile(int(h), int(v), pixels)
+
+
+def tiles_window(tiles: list[SinusoidalTile], grid_name: str) -> Window:
+    """The smallest window of an EASE2 grid that covers the tiles (their edges sampled every 1/20 tile)."""
+    grid = ease2_grid(grid_name)
+    xs, ys = [], []
+    for tile in tiles:
+        (left, top), (right, bottom) = tile.upper_left, tile.lower_right
+        sx, sy = np.meshgrid(np.linspace(left, right, 21), np.linspace(top, bottom, 21))
+        lon, lat = _SINUSOIDAL_TO_LONLAT.transform(sx, sy)
+        on_earth = np.isfinite(lon) & (np.abs(lon) <= 180)  # tile corners can lie outside the sinusoid
+        x, y = _LONLAT_TO_EASE.transform(lon[on_earth], lat[on_earth])
+        xs.append(x)
+        ys.append(y)
+    rows = np.clip(grid.row_of_y(np.concatenate(ys)), 0, grid.shape[0] - 1)
+    cols = np.clip(grid.col_of_x(np.concatenate(xs)), 0, grid.shape[1] - 1)
+    return Window(grid_name, int(rows.min()), int(cols.min()),
+                  int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1))
+
+
+def _gather(pieces: list, shape: tuple[int, int], dtype, missing) -> np.ndarray:
+    """out[where] = block[i, j] for every tile piece; cells no tile covers keep `missing`."""
+    out = np.full(shape, missing, dtype=dtype)
+    for where, i, j, block in pieces:
+        out[where] = block[i, j]
+    return out
+
+
+class ViirsReader(Reader):
+    pixels: int  # per tile side
+    main: str  # the variable that must be there
+    layers: dict[str | None, str | None]  # file-name variant → layer label (None: no layer dim)
+    layer_dim = "day_night"
+    version_pattern = re.compile(r"\.(\d{3})\.(\d{13})\.h5$")  # collection and production time
+
+    @property
+    def required(self):
+        return {f"HDFEOS/GRIDS/*/Data Fields/{self.main}": (self.pixels, self.pixels)}
+
+    def dims_of(self, path, shape, dims):
+        return ("row", "col") if "/Data Fields/" in path and len(shape) == 2 else dims
+
+    def _data_fields(self, granule: Granule) -> str:
+        pattern = next(iter(self.required))
+        return next(p for p in array_shapes(granule.refs) if fnmatch(p, pattern)).rpartition("/")[0]
+
+    def open(self, granules, storage_options, window, variables):
+        window = window or tiles_window([_tile(g, self.pixels) for g in granules], self.grid_name)
+        lut = sinusoidal_lookup(window, self.pixels)
+        # (time, layer) → (h, v) → (url, dataset)
+        slots: dict[tuple, dict[tuple[int, int], tuple[str, xr.Dataset]]] = {}
+        for g in granules:
+            group = self._data_fields(g)
+            ds = without_strings(open_references(g.refs, storage_options, group=group, variables=variables))
+            tile = _tile(g, self.pixels)
+            slots.setdefault((g.time, self.layers[g.name.variant]), {})[(tile.h, tile.v)] = (g.url, ds)
+        _, first = next(iter(next(iter(slots.values())).values()))
+        names = [k for k, v in first.data_vars.items() if v.dims == ("row", "col")
+                 and (not variables or k in variables)]
+        # dtype, fill and attributes of each decoded variable, from one pixel of the first granule
+        templates = {name: decode_variable(first[name][:1, :1], first[name].attrs.get("_FillValue"))
+                     for name in names}
+        times = sorted({time for time, _ in slots})
+        per_time = []
+        for time in times:
+            per_layer = []
+            for layer in self.layers.values():
+                tiles = slots.get((time, layer), {})
+                per_layer.append(xr.Dataset({
+                    name: (("y", "x"), self._mosaic(tiles, name, templates[name], lut, window.shape),
+                           templates[name].attrs)
+                    for name in names
+                }))
+            if len(per_layer) > 1:
+                labels = xr.DataArray(list(self.layers.values()), dims=self.layer_dim, name=self.layer_dim)
+                per_time.append(xr.concat(per_layer, dim=labels))
+            else:
+                per_time.append(per_layer[0])
+        out = xr.concat(per_time, dim="time").assign_coords(time=np.array(times, dtype="datetime64[ns]"))
+        return out.assign_coords(window_coords(window))
+
+    def _mosaic(self, tiles: dict[tuple[int, int], tuple[str, xr.Dataset]], name: str, template: xr.DataArray,
+                lut: dict[str, np.ndarray], shape: tuple[int, int]) -> da.Array:
+        pieces = []
+        for (h, v), (url, ds) in tiles.items():
+            where = (lut["h"] == h) & (lut["v"] == v)
+            if not where.any():
+                continue
+            i, j = lut["i"][where], lut["j"][where]
+            rows, cols = slice(i.min(), i.max() + 1), slice(j.min(), j.max() + 1)
+            block = chunked(ds[name].isel(row=rows, col=cols), {}, url, rows, cols)
+            block = decode_variable(block, ds[name].attrs.get("_FillValue"))
+            pieces.append((where, i - i.min(), j - j.min(), block.data))
+        # Cells without a tile: NaN, or for flags the all-ones value VIIRS uses as fill (255 for the LAI QC).
+        # Not the flag's `_FillValue` from the references: where a file declares none, kerchunk reports
+        # HDF5's default 0, which in VIIRS QC means "good quality".
+        missing = np.iinfo(template.dtype).max if template.dtype.kind in "iu" else np.nan
+        cells = dask.delayed(_gather)(pieces, shape, template.dtype, missing)
+        return da.from_delayed(cells, shape, dtype=template.dtype)
+
+
+class ViirsLst(ViirsReader):
+    """VNP21A1D/N: LST_1KM (uint16 × 0.02 K, fill 0) → float K; QC stays uint16. Day and night granules
+    of one date share a time step along `day_night` = ["day", "night"]."""
+
+    product = "viirs_lst"
+    pixels = 1200
+    main = "LST_1KM"
+    layers = {"D": "day", "N": "night"}
+
+
+class ViirsLai(ViirsReader):
+    """VNP15A2H: Lai (uint8 × 0.1; 249–255 are non-vegetated or fill classes, outside valid_range) → float;
+    FparLai_QC / FparExtra_QC stay uint8. Time = the first day of the 8-day period."""
+
+    product = "viirs_lai"
+    pixels = 2400
+    main = "Lai"
+    layers = {None: None}

@@ -1,0 +1,197 @@
+"""Persisted references (soilcube.refs): incremental updates, unreadable granules reported and skipped, the
+index written last, combined sets (JSON and parquet) reused by the readers."""
+
+import shutil
+
+import fsspec
+import h5py
+import netCDF4
+import numpy as np
+import pytest
+from synthetic_granules import SMAP_WINDOW, write_gldas, write_granules, write_smap_l4
+
+from soilcube import refs
+from soilcube.refs import build_references, read_index
+from soilcube.sources import GranuleError, open_granules
+
+
+def names(urls):
+    return sorted(url.rsplit("/", 1)[1] for url in urls)
+
+
+def l4_through_h5py(url, options):
+    fs, path = fsspec.core.url_to_fs(url, **(options or {}))
+    with h5py.File(fs.open(path, "rb"), "r") as f:
+        raw = f["Geophysical_Data/sm_surface"][SMAP_WINDOW.slices]
+    return np.where(raw == -9999.0, np.nan, raw)
+
+
+def refs_listing(root, options, product):
+    fs, path = fsspec.core.url_to_fs(f"{root}/refs/{product}", **(options or {}))
+    fs.invalidate_cache()
+    return sorted(p.rsplit("/", 1)[1] for p in fs.ls(path, detail=False))
+
+
+def test_incremental_references(archive_root):
+    root, options = archive_root
+    l4 = write_granules(root, options, "smap_l4", 2)
+    gldas = write_granules(root, options, "gldas", 2)
+    report = build_references(root, ["smap_l4", "gldas"], options, progress=False)
+    assert report.failed == {}
+    assert report.products["smap_l4"].referenced == names(l4)
+    assert report.products["gldas"].referenced == names(gldas)
+    first_combined = report.products["smap_l4"].combined
+    index = read_index(root, "smap_l4", options)
+    assert list(index["status"]) == ["ok", "ok"]
+    assert list(index["version"]) == ["Vv8010_001", "Vv8010_001"]
+    assert list(index["time"]) == list(open_granules("smap_l4", l4, options)["time"].values)
+
+    # a new granule: only it is referenced, and the combined set is replaced
+    new = write_smap_l4(root, options, 2)
+    report = build_references(root, ["smap_l4", "gldas"], options, progress=False)
+    assert report.products["smap_l4"].referenced == names([new])
+    assert report.products["smap_l4"].reused == names(l4)
+    assert report.products["gldas"].referenced == [] and report.products["gldas"].reused == names(gldas)
+    assert report.products["smap_l4"].combined != first_combined
+    assert first_combined.rsplit("/", 1)[1] not in refs_listing(root, options, "smap_l4")
+
+    # a reprocessed granule: it is re-referenced, and reads return its new values
+    changed = write_smap_l4(root, options, 0, offset=0.01)
+    report = build_references(root, ["smap_l4"], options, progress=False)
+    assert report.products["smap_l4"].referenced == names([changed])
+    ds = open_granules("smap_l4", l4 + [new], options, window=SMAP_WINDOW)
+    for k, url in enumerate(sorted(l4 + [new])):
+        np.testing.assert_array_equal(ds["sm_surface"][k], l4_through_h5py(url, options).astype(np.float32))
+
+    # nothing changed: nothing is referenced again
+    report = build_references(root, ["smap_l4"], options, progress=False)
+    assert report.products["smap_l4"].referenced == [] and len(report.products["smap_l4"].reused) == 3
+
+
+def test_unreadable_granules_are_reported_and_skipped(archive_root):
+    root, options = archive_root
+    good = write_granules(root, options, "smap_l4", 2)
+    fs, _ = fsspec.core.url_to_fs(root, **(options or {}))
+    whole = fs.cat_file(good[0])
+    folder = f"{root}/smap_l4"
+    gldas_bytes = fs.cat_file(write_gldas(root, options, 0))
+    bad = {
+        "SMAP_L4_SM_gph_20160602T013000_Vv8010_001.h5": (whole[: len(whole) // 2], "not a readable HDF5"),
+        "SMAP_L4_SM_gph_20160602T043000_Vv8010_001.h5": (b"\x89HDF garbage" * 1000, "not a readable HDF5"),
+        "SMAP_L4_SM_gph_20160602T073000_Vv8010_001.h5": (gldas_bytes, "missing required variable"),
+        "sm_surface_scene.h5": (whole, "not a SPL4SMGP file name"),
+    }
+    for name, (data, _) in bad.items():
+        fs.pipe_file(f"{folder}/{name}", data)
+    report = build_references(root, ["smap_l4"], options, progress=False)
+    assert report.products["smap_l4"].referenced == names(good)
+    assert sorted(report.products["smap_l4"].failed) == sorted(bad)
+    for name, (_, reason) in bad.items():
+        assert reason in report.failed[f"smap_l4/{name}"]
+    index = read_index(root, "smap_l4", options)
+    assert sorted(index.loc[index["status"] == "failed", "name"]) == sorted(bad)
+    assert refs_listing(root, options, "smap_l4") == sorted(
+        [report.products["smap_l4"].combined.rsplit("/", 1)[1], "granules", "index.csv"])
+
+    assert open_granules("smap_l4", good, options)["sm_surface"].shape[0] == 2
+    truncated = f"{folder}/SMAP_L4_SM_gph_20160602T013000_Vv8010_001.h5"
+    with pytest.raises(GranuleError, match="20160602T013000.*not a readable HDF5"):
+        open_granules("smap_l4", good + [truncated], options)
+
+
+def test_granules_whose_scale_differs_are_not_combined(tmp_path):
+    root = tmp_path.as_uri()
+    urls = write_granules(root, None, "gldas", 3)
+    odd = tmp_path / "gldas" / urls[1].rsplit("/", 1)[1]
+    with h5py.File(odd, "r+") as f:
+        f["SoilMoi0_10cm_inst"].attrs["scale_factor"] = np.float32(2.0)
+    report = build_references(root, ["gldas"], progress=False)
+    assert list(report.failed) == [f"gldas/{odd.name}"]
+    assert "layout differs" in report.failed[f"gldas/{odd.name}"]
+    assert open_granules("gldas", [urls[0], urls[2]])["SoilMoi0_10cm_inst"].shape[0] == 2
+
+
+def test_a_time_taken_twice_keeps_the_later_granule(tmp_path):
+    root = tmp_path.as_uri()
+    (url,) = write_granules(root, None, "ltdr_ndvi", 1)
+    kept = tmp_path / "ltdr_ndvi" / url.rsplit("/", 1)[1]
+    older = kept.with_name(kept.name.replace("NOAA-19", "NOAA-18"))
+    shutil.copy(kept, older)
+    report = build_references(root, ["ltdr_ndvi"], progress=False)
+    assert report.failed == {f"ltdr_ndvi/{older.name}": f"same time as {kept.name}, which is used instead"}
+    assert list(open_granules("ltdr_ndvi", [url])["granule"].values) == [kept.name]
+
+
+def test_removed_granules_leave_the_index(tmp_path):
+    root = tmp_path.as_uri()
+    urls = write_granules(root, None, "smap_l4", 2)
+    build_references(root, ["smap_l4"], progress=False)
+    gone = tmp_path / "smap_l4" / urls[0].rsplit("/", 1)[1]
+    gone.unlink()
+    report = build_references(root, ["smap_l4"], progress=False)
+    assert report.products["smap_l4"].removed == [gone.name]
+    assert list(read_index(root, "smap_l4")["name"]) == names(urls[1:])
+    assert not (tmp_path / "refs" / "smap_l4" / "granules" / f"{gone.name}.json").exists()
+
+
+def test_an_interrupted_run_leaves_the_previous_index(tmp_path, monkeypatch):
+    root = tmp_path.as_uri()
+    urls = write_granules(root, None, "smap_l4", 2)
+    build_references(root, ["smap_l4"], progress=False)
+    before = (tmp_path / "refs" / "smap_l4" / "index.csv").read_bytes()
+    write_smap_l4(root, None, 2)
+    put = refs.Archive.put
+
+    def fail_on_index(self, path, data):
+        if path.endswith("index.csv"):
+            raise OSError("disk full")
+        put(self, path, data)
+
+    monkeypatch.setattr(refs.Archive, "put", fail_on_index)
+    with pytest.raises(OSError, match="disk full"):
+        build_references(root, ["smap_l4"], progress=False)
+    assert (tmp_path / "refs" / "smap_l4" / "index.csv").read_bytes() == before
+    assert not list((tmp_path / "refs" / "smap_l4").glob("*.partial-*"))
+    ds = open_granules("smap_l4", urls, window=SMAP_WINDOW)
+    np.testing.assert_array_equal(ds["sm_surface"][1], l4_through_h5py(urls[1], None).astype(np.float32))
+
+
+# fsspec's parquet references use pandas' fastparquet engine, which pandas 3 deprecates (no pyarrow here)
+@pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
+@pytest.mark.parametrize("parquet", [False, True])
+def test_readers_reuse_persisted_references(tmp_path, monkeypatch, parquet):
+    root = tmp_path.as_uri()
+    l4 = write_granules(root, None, "smap_l4", 3)
+    l3 = write_granules(root, None, "smap_l3e", 1)
+    if parquet:
+        monkeypatch.setattr(refs, "PARQUET_MIN_REFS", 1)
+    report = build_references(root, ["smap_l4", "smap_l3e"], progress=False)
+    assert report.products["smap_l4"].combined.endswith(".parq" if parquet else ".json")
+    assert report.products["smap_l3e"].combined == ""
+
+    def no_referencing(*args):
+        raise AssertionError("persisted references should have been used")
+
+    monkeypatch.setattr(refs, "reference_granule", no_referencing)
+    ds = open_granules("smap_l4", l4[1:], window=SMAP_WINDOW)  # a subset of the combined set
+    assert list(ds["granule"].values) == names(l4[1:])
+    for k, url in enumerate(l4[1:]):
+        np.testing.assert_array_equal(ds["sm_surface"][k], l4_through_h5py(url, None).astype(np.float32))
+    l3_soil_moisture = open_granules("smap_l3e", l3, window=SMAP_WINDOW)["soil_moisture"]
+    assert l3_soil_moisture.shape == (1, 2, *SMAP_WINDOW.shape)
+
+
+def test_real_gldas_persisted_references(real_data, archive_root):
+    root, options = archive_root
+    fs, _ = fsspec.core.url_to_fs(root, **(options or {}))
+    files = sorted((real_data / "gldas").glob("*.nc4"))
+    fs.makedirs(f"{root}/gldas", exist_ok=True)
+    for path in files:
+        fs.put_file(str(path), f"{root}/gldas/{path.name}")
+    report = build_references(root, ["gldas"], options, progress=False)
+    assert report.failed == {} and report.products["gldas"].referenced == [p.name for p in files]
+    ds = open_granules("gldas", [f"{root}/gldas/{p.name}" for p in files], options)
+    for k, path in enumerate(files):
+        with netCDF4.Dataset(path) as nc:
+            expected = nc["SoilMoi0_10cm_inst"][0].filled(np.nan)
+            np.testing.assert_array_equal(ds["SoilMoi0_10cm_inst"][k].values, expected)
