@@ -96,7 +96,7 @@ def demo(
     start: Annotated[str, typer.Option(help="first day")] = "2016-06-01",
     end: Annotated[str, typer.Option(help="last day")] = "2016-06-30",
 ):
-    """Synthesize a month over Oklahoma, reference it, and open every product through the readers."""
+    """The whole chain on a synthetic month over Oklahoma: synthesize, reference, fit, backfill, validate."""
     from soilcube.demo import run_demo
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -110,14 +110,143 @@ def demo(
             console.print(f"embedded S3 server at {server.endpoint}, bucket {root}")
         else:
             root = store or workdir.resolve().as_uri()
-        run_demo(
+        scores = run_demo(
             root,
+            workdir,
             date.fromisoformat(start),
             date.fromisoformat(end),
             seed=seed,
             storage_options=storage_options,
             console=console,
         )
+    _print_scores(scores)
+
+
+run_app = typer.Typer(help="Units of work on a Dask cluster: model fit, backfill, NRT.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+StoreOption = Annotated[str | None, typer.Option(help="cube store URL (file://… or s3://…)")]
+
+
+def _run_settings(config: Path | None, archive: str | None, store: str | None) -> Settings:
+    s = _settings(config, archive=archive, store=store)
+    _require(s.archive, "archive")
+    _require(s.store, "store")
+    return s
+
+
+@run_app.command("model")
+def run_model(
+    archive: ArchiveOption = None,
+    store: StoreOption = None,
+    by_month: Annotated[bool, typer.Option(help="also stratify by calendar month (public code)")] = False,
+    config: ConfigOption = None,
+):
+    """Fit the VIS/IR model on the archive's GLDAS record and write a new `visir_model` version."""
+    from soilcube import runs
+    from soilcube.cluster import dask_client
+
+    s = _run_settings(config, archive, store)
+    with dask_client(s.scheduler_address, s.n_workers, console=console):
+        snapshot = runs.fit_model(s, by_month=by_month)
+    console.print(f"visir_model committed: {snapshot}")
+
+
+@run_app.command("backfill")
+def run_backfill(
+    start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD")],
+    end: Annotated[str, typer.Option(help="last day, YYYY-MM-DD")],
+    archive: ArchiveOption = None,
+    store: StoreOption = None,
+    products: Annotated[str, typer.Option(help="products to make (visir)")] = "visir",
+    config: ConfigOption = None,
+):
+    """Downscale [start, end] month by month as 'final' slices; months already committed are skipped."""
+    from soilcube import runs
+    from soilcube.cluster import dask_client
+
+    unknown = set(_products(products)) - {"visir"}
+    if unknown:
+        raise typer.BadParameter(f"products {sorted(unknown)} are not available; available: visir")
+    s = _run_settings(config, archive, store)
+    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    with dask_client(s.scheduler_address, s.n_workers, console=console):
+        for year, month in runs.months(first, last):
+            commits = runs.backfill_month(s, year, month, first, last)
+            console.print(
+                f"{year}-{month:02d}: "
+                + (", ".join(f"{k} {v}" for k, v in commits.items()) or "already committed, skipped")
+            )
+
+
+@run_app.command("nrt")
+def run_nrt(
+    run_date: Annotated[str | None, typer.Option("--date", help="run date (default: today, UTC)")] = None,
+    archive: ArchiveOption = None,
+    store: StoreOption = None,
+    config: ConfigOption = None,
+):
+    """The daily near-real-time run: update references, downscale run date − 3 days (and re-check 2)."""
+    from datetime import UTC, datetime
+
+    from soilcube import runs
+    from soilcube.cluster import dask_client
+
+    s = _run_settings(config, archive, store)
+    day = date.fromisoformat(run_date) if run_date else datetime.now(UTC).date()
+    with dask_client(s.scheduler_address, s.n_workers, console=console):
+        commits = runs.nrt(s, day)
+    console.print(", ".join(f"{k} {v}" for k, v in commits.items()))
+
+
+@app.command()
+def validate(
+    out: Annotated[Path, typer.Option(help="report directory")],
+    store: StoreOption = None,
+    truth: Annotated[
+        str | None, typer.Option(help="truth cube URL (synthetic archive: <archive>/truth.zarr)")
+    ] = None,
+    insitu: Annotated[Path | None, typer.Option(help="ISMN download folder or zip")] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="write {product: {metric: value}}")] = None,
+    config: ConfigOption = None,
+):
+    """Score the cubes against a truth and/or stations; write a Markdown report with tables and figures."""
+    from soilcube.validate.osse import validate_store
+
+    s = _settings(config, store=store)
+    scores = validate_store(
+        _require(s.store, "store"), out, truth_url=truth, insitu_dir=insitu, storage_options=s.storage_options
+    )
+    _print_scores(scores)
+    console.print(f"report: {out / 'report.md'}")
+    if json_file:
+        json_file.write_text(json.dumps(scores, indent=2) + "\n")
+
+
+def _print_scores(scores: dict) -> None:
+    table = Table(title="scores against the truth")
+    metrics = ["R", "bias", "RMSE", "ubRMSE", "SSD", "KGE", "artifact_index", "n"]
+    table.add_column("product")
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    for product, values in scores.items():
+        cells = [values.get(m) for m in metrics]
+        table.add_row(
+            product, *("–" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells)
+        )
+    console.print(table)
+
+
+@app.command("open")
+def open_(
+    url: Annotated[str, typer.Argument(help="cube URL, <store>/<cube>")],
+    version: Annotated[str | None, typer.Option(help="tag or snapshot id (default: latest)")] = None,
+    config: ConfigOption = None,
+):
+    """Open a cube the way analysts do (xarray, lazily) and print what it holds."""
+    from soilcube.access import open_cube
+
+    s = _settings(config)
+    console.print(open_cube(url, version=version, storage_options=s.storage_options))
 
 
 def _print_summary(title: str, summary) -> None:
@@ -140,5 +269,19 @@ def bench_refs(
     from soilcube.bench import run_refs_benchmark
 
     figures = run_refs_benchmark(console=console)
+    if json_file:
+        json_file.write_text(json.dumps(figures, indent=2))
+
+
+@bench_app.command("visir")
+def bench_visir(
+    quick: Annotated[bool, typer.Option(help="one band of the 400 m day, 4 years of fit")] = False,
+    json_file: Annotated[Path | None, typer.Option("--json", help="also write the figures as JSON")] = None,
+):
+    """VIS/IR: apply + correct vs a numpy triad (ratio), a global 400 m day on a local cluster (wall time,
+    peak memory per worker), the model fit over 40 years of CONUS."""
+    from soilcube.bench import run_visir_benchmark
+
+    figures = run_visir_benchmark(console=console, quick=quick)
     if json_file:
         json_file.write_text(json.dumps(figures, indent=2))

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
+import fsspec
 import numpy as np
+from fsspec.implementations.local import LocalFileSystem
 from rich.console import Console
 from rich.table import Table
 
-from soilcube import refs
+from soilcube import refs, runs
 from soilcube.cluster import dask_client
+from soilcube.config import Settings
 from soilcube.grids import REGIONS
 from soilcube.sources import open_granules
 from soilcube.synth.archive import GRANULE_PRODUCTS, build_archive
+from soilcube.validate.osse import validate_store
 
 DEMO_REGION = "oklahoma"
 # The variable each product is summarised by in the demo's table.
@@ -29,6 +34,7 @@ SUMMARY_VARIABLE = {
 
 def run_demo(
     root: str,
+    workdir: Path,
     start: date,
     end: date,
     *,
@@ -36,9 +42,9 @@ def run_demo(
     storage_options: dict | None = None,
     console: Console | None = None,
 ) -> dict:
-    """Synthesize, reference and open; return {product: summary row}."""
+    """Synthesize, reference, open, fit, backfill and validate; return the scores."""
     console = console or Console()
-    archive = f"{root.rstrip('/')}/archive"
+    archive, cubes = f"{root.rstrip('/')}/archive", f"{root.rstrip('/')}/cubes"
     region = REGIONS[DEMO_REGION]
 
     console.rule(f"1. synthesize {DEMO_REGION} {start} … {end} → {archive}")
@@ -55,8 +61,29 @@ def run_demo(
         rows = {
             product: _summarise(archive, product, region, storage_options) for product in GRANULE_PRODUCTS
         }
-    _print_rows(console, rows)
-    return rows
+        _print_rows(console, rows)
+
+        settings = Settings(
+            archive=archive, store=cubes, region=DEMO_REGION, storage_options=storage_options or {}
+        )
+        console.rule("4. fit the VIS/IR model on the GLDAS record")
+        console.print(f"visir_model committed: {runs.fit_model(settings)}")
+        console.rule(f"5. backfill downscaled 1 km and 400 m cubes → {cubes}")
+        for year, month in runs.months(start, end):
+            commits = runs.backfill_month(settings, year, month, start, end)
+            console.print(f"{year}-{month:02d}: " + ", ".join(f"{k} {v}" for k, v in commits.items()))
+
+        console.rule("6. validate against the nature-run truth and the stations")
+        report_dir = Path(workdir) / "report"
+        scores = validate_store(
+            cubes,
+            report_dir,
+            truth_url=f"{archive}/truth.zarr",
+            insitu_dir=_local_insitu(archive, storage_options, Path(workdir)),
+            storage_options=storage_options,
+        )
+    console.print(f"report: {report_dir / 'report.md'}")
+    return scores
 
 
 def _summarise(archive: str, product: str, region, storage_options) -> dict:
@@ -74,6 +101,16 @@ def _summarise(archive: str, product: str, region, storage_options) -> dict:
         "valid %": f"{100 * finite.mean():.1f}",
         "mean": f"{float(values.values[finite].mean()):.3f}" if finite.any() else "–",
     }
+
+
+def _local_insitu(archive: str, storage_options: dict | None, workdir: Path) -> Path:
+    """The archive's ISMN tree as a local folder (the ismn package reads local files only)."""
+    fs, path = fsspec.core.url_to_fs(f"{archive}/ismn", **(storage_options or {}))
+    if isinstance(fs, LocalFileSystem):
+        return Path(path)
+    local = workdir / "ismn"
+    fs.get(path, str(local), recursive=True)
+    return local
 
 
 def _print_rows(console: Console, rows: dict) -> None:

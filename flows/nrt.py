@@ -1,0 +1,34 @@
+"""Flow: the daily near-real-time run (cron, flows/prefect.yaml).
+
+Target date = run date − 3 days, plus a trailing window re-checked for late or reprocessed granules
+(`soilcube.runs.nrt_days`): new granules get references, then those days are downscaled in one commit per
+cube with slices marked `nrt`. A failed run leaves the cubes as they were; the next day's run re-checks.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger
+from tasks.refs import build_references_task
+from tasks.visir import downscale_days_task
+
+from soilcube.cluster import dask_client
+from soilcube.config import load_settings
+from soilcube.runs import nrt_days
+
+
+@flow(name="soilcube-nrt")
+def nrt_flow(
+    run_date: date | None = None, config_file: str | None = None, **overrides: Any
+) -> dict[str, str]:
+    """Reference new granules, then downscale the NRT days of `run_date` (default: today, UTC)."""
+    run_date = run_date or datetime.now(UTC).date()
+    days = nrt_days(run_date)
+    get_run_logger().info("NRT run of %s: days %s … %s", run_date, days[0], days[-1])
+    settings = load_settings(config_file, **overrides)
+    config = settings.model_dump()
+    with dask_client(settings.scheduler_address, settings.n_workers):
+        build_references_task(config, None)
+        return downscale_days_task(config, days, "nrt")

@@ -1,0 +1,370 @@
+"""The units of work that flows schedule and the CLI runs: fit the VIS/IR model, downscale days.
+
+Each composes readers (`sources`) → pure algorithms (`visir`) → the cube store (`store`); the Dask work
+inside runs on the current default scheduler (a distributed Client where the caller opened one).
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from soilcube import __version__, refs, store
+from soilcube.access import open_cube
+from soilcube.config import Settings
+from soilcube.grids import GLDAS_GRID, Region, Window, parent_index, region
+from soilcube.sources import open_granules
+from soilcube.visir.apply import delta_t, downscale, vegetation_class
+from soilcube.visir.correct import correct_to_smap
+from soilcube.visir.fit import fit_model as fit_coefficients
+from soilcube.visir.qa import DENSE_VEGETATION_VWC, QA, flag_where, qa_attrs
+from soilcube.visir.training import OVERPASSES, gldas_pairs, ndvi_on_gldas
+
+DOWNSCALED_CUBES = {"downscaled_1km": "M01", "downscaled_400m": "M400"}
+# The daily cubes' time axis: the SMAP era, with room for years of NRT.
+CUBE_FIRST_DAY, CUBE_LAST_DAY = date(2015, 4, 1), date(2030, 12, 31)
+# SMAP surface_flag bits (input-formats.md §2): snow_or_ice, permanent_snow_or_ice,
+# radiometer_frozen_ground, model_frozen_ground.
+SMAP_FROZEN_OR_SNOW_BITS = (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8)
+# SMAP retrieval_qual_flag: bit 0 "not recommended" and bit 2 "not successful" mark a bad retrieval.
+SMAP_BAD_RETRIEVAL_BITS = (1 << 0) | (1 << 2)
+SMAP_FLAG_FILL = 65534
+
+
+def granule_urls(
+    settings: Settings, product: str, first: np.datetime64 | None = None, last: np.datetime64 | None = None
+) -> list[str]:
+    """URLs of readable granules (per the reference index) whose file-name time lies in [first, last]."""
+    index = refs.read_index(settings.archive, product, settings.storage_options)
+    ok = index[index["status"] == "ok"]
+    times = pd.to_datetime(ok["time"])
+    keep = np.ones(len(ok), dtype=bool)
+    if first is not None:
+        keep &= times >= pd.Timestamp(first)
+    if last is not None:
+        keep &= times <= pd.Timestamp(last)
+    return ok.loc[keep, "url"].tolist()
+
+
+def _names(urls: list[str]) -> list[str]:
+    return [url.rsplit("/", 1)[-1] for url in urls]
+
+
+# --- model fit -----------------------------------------------------------------------------------------
+
+
+def fit_model(settings: Settings, *, by_month: bool = False) -> str:
+    """Fit θ = a0 + a1·dT per GLDAS cell × vegetation class × overpass (× month) on the archive's whole
+    GLDAS record over the region; write the `visir_model` cube; return the commit id."""
+    area = region(settings.region)
+    gldas_urls = granule_urls(settings, "gldas")
+    ndvi_urls = granule_urls(settings, "ltdr_ndvi")
+    if not gldas_urls or not ndvi_urls:
+        raise RuntimeError(
+            f"the archive {settings.archive} has no referenced GLDAS or LTDR granules: "
+            "run `soilcube refs` first"
+        )
+    gldas = open_granules(
+        "gldas",
+        gldas_urls,
+        settings.storage_options,
+        window=area.window("M09"),
+        variables=["SoilMoi0_10cm_inst", "AvgSurfT_inst"],
+    )
+    soil_moisture, dt = gldas_pairs(gldas)
+    ndvi = ndvi_on_gldas(
+        open_granules(
+            "ltdr_ndvi", ndvi_urls, settings.storage_options, window=area.window("M09"), variables=["NDVI"]
+        )["NDVI"]
+    )
+    ndvi = ndvi.reindex(
+        time=soil_moisture["time"].values, lat=soil_moisture["lat"].values, lon=soil_moisture["lon"].values
+    )
+    model = fit_coefficients(soil_moisture, dt, ndvi, by_month=by_month).compute()
+    model.attrs.update(
+        {
+            "title": "soilcube VIS/IR model: theta = a0 + a1 * dT",
+            "source": "GLDAS Noah 0.25 3-hourly, LTDR AVHRR NDVI",
+            "soilcube_version": __version__,
+        }
+    )
+    provenance = {
+        "inputs": {"gldas": _names(gldas_urls), "ltdr_ndvi": _names(ndvi_urls)},
+        "parameters": {"region": settings.region, "by_month": by_month},
+        "record": [str(gldas["time"].values.min()), str(gldas["time"].values.max())],
+    }
+    return store.write_dataset(
+        settings.store,
+        "visir_model",
+        model,
+        provenance=provenance,
+        message=f"visir model fit on {len(gldas_urls)} GLDAS granules",
+    )
+
+
+# --- downscaling -----------------------------------------------------------------------------------------
+
+
+def _model_index(model: xr.Dataset, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Row/column of the model's (lat, lon) table holding each fine row/column (−1 outside)."""
+    rows, cols = GLDAS_GRID.index(window)
+    lat_pos = pd.Index(np.round(model["lat"].values, 4)).get_indexer(np.round(GLDAS_GRID.lat[rows], 4))
+    lon_pos = pd.Index(np.round(model["lon"].values, 4)).get_indexer(np.round(GLDAS_GRID.lon[cols], 4))
+    return lat_pos, lon_pos
+
+
+def _local_dates(times: np.ndarray, area: Region) -> np.ndarray:
+    """Local solar date (at the region's centre) of UTC instants."""
+    west, _, east, _ = area.bounds_lonlat
+    offset = pd.Timedelta(hours=(west + east) / 2 / 15)
+    return (pd.DatetimeIndex(times) + offset).normalize().values
+
+
+def smap_9km(settings: Settings, days: list[date], area: Region) -> tuple[xr.Dataset, list[str]]:
+    """SMAP L2_E half orbits composited per local day and overpass (descending = AM, ascending = PM) on
+    the region's M09 window: soil_moisture (bad retrievals removed), vegetation_water_content, frozen."""
+    first = np.datetime64(min(days)) - np.timedelta64(1, "D")
+    last = np.datetime64(max(days)) + np.timedelta64(2, "D")
+    urls = granule_urls(settings, "smap_l2e", first, last)
+    window = area.window("M09")
+    shape = (len(days), len(OVERPASSES), *window.shape)
+    empty = np.full(shape, np.nan, dtype=np.float32)
+    sm, vwc, frozen = empty.copy(), empty.copy(), np.zeros(shape, dtype=bool)
+    if urls:
+        orbits = open_granules(
+            "smap_l2e",
+            urls,
+            settings.storage_options,
+            window=window,
+            variables=["soil_moisture", "retrieval_qual_flag", "vegetation_water_content", "surface_flag"],
+        ).compute()
+        bad = (orbits["retrieval_qual_flag"] & SMAP_BAD_RETRIEVAL_BITS) > 0
+        orbit_sm = orbits["soil_moisture"].where(~bad).values
+        local_day = _local_dates(orbits["time"].values, area)
+        day_index = pd.DatetimeIndex([np.datetime64(d, "ns") for d in days]).get_indexer(local_day)
+        overpass_index = np.where(orbits["half_orbit"].values == "D", 0, 1)
+        for i in np.flatnonzero(
+            day_index >= 0
+        ):  # a few half orbits a day: the first valid retrieval of a cell wins
+            target = (day_index[i], overpass_index[i])
+            sm[target] = np.where(np.isnan(sm[target]), orbit_sm[i], sm[target])
+            vwc[target] = np.fmax(vwc[target], orbits["vegetation_water_content"].values[i])
+            flags = orbits["surface_flag"].values[i]
+            frozen[target] |= (flags != SMAP_FLAG_FILL) & ((flags & SMAP_FROZEN_OR_SNOW_BITS) > 0)
+    coords = {
+        "time": [np.datetime64(d, "ns") for d in days],
+        "overpass": OVERPASSES,
+        "y": window.y,
+        "x": window.x,
+    }
+    dims = ("time", "overpass", "y", "x")
+    return xr.Dataset(
+        {"soil_moisture": (dims, sm), "vegetation_water_content": (dims, vwc), "frozen": (dims, frozen)},
+        coords=coords,
+    ), _names(urls)
+
+
+def _viirs(settings: Settings, days: list[date], window: Window) -> tuple[xr.DataArray, xr.DataArray, list]:
+    """Day and night LST (days and the day after, for the PM pairing) and the LAI class on `window`."""
+    first, last = np.datetime64(min(days)), np.datetime64(max(days) + timedelta(days=1))
+    lst_urls = granule_urls(settings, "viirs_lst", first, last)
+    lai_urls = granule_urls(settings, "viirs_lai", first - np.timedelta64(8, "D"), last)
+    if not lst_urls or not lai_urls:
+        raise RuntimeError(f"no VIIRS LST/LAI granules for {min(days)} … {max(days)} in {settings.archive}")
+    lst = open_granules(
+        "viirs_lst", lst_urls, settings.storage_options, window=window, variables=["LST_1KM"]
+    )["LST_1KM"]
+    day_times = [np.datetime64(d, "ns") for d in days]
+    lst_day = lst.sel(day_night="day").reindex(time=day_times)
+    dts = xr.concat([delta_t(lst_day, lst.sel(day_night="night"), o) for o in OVERPASSES], dim="overpass")
+    lai = open_granules("viirs_lai", lai_urls, settings.storage_options, window=window, variables=["Lai"])[
+        "Lai"
+    ]
+    # An 8-day composite serves every day of its period (named by its first day).
+    lai = lai.sortby("time").reindex(time=day_times, method="ffill")
+    return dts, vegetation_class(lai, method="lai_minmax"), _names(lst_urls + lai_urls)
+
+
+def downscale_window(
+    settings: Settings, days: list[date], grid_name: str, model: xr.Dataset, smap: xr.Dataset, area: Region
+) -> tuple[xr.Dataset, list[str]]:
+    """The downscaled cube slices of `days` on the region's `grid_name` window (lazy)."""
+    window = area.window(grid_name)
+    dts, veg_class, inputs = _viirs(settings, days, window)
+    theta = downscale(dts, veg_class, model, _model_index(model, window))
+    parents = parent_index(window, area.window("M09"))
+    hybrid = correct_to_smap(theta["sm"], smap["soil_moisture"], parents, method="hybrid")
+    additive = correct_to_smap(
+        theta["sm"], smap["soil_moisture"], parents, method="additive", footprint_km=33.0
+    )
+    rows, cols = (xr.DataArray(t, dims=d) for t, d in zip(parents, ("y", "x"), strict=True))
+    coarse = smap.isel(y=rows, x=cols).drop_vars(["y", "x"])
+    qa = (
+        theta["qa"]
+        | hybrid["qa"]
+        | flag_where(coarse["vegetation_water_content"] > DENSE_VEGETATION_VWC, QA.DENSE_VEGETATION)
+        | flag_where(coarse["frozen"], QA.FROZEN_OR_SNOW)
+    )
+    slices = xr.Dataset(
+        {
+            "sm": hybrid["sm"].astype(np.float32),
+            "sm_additive": additive["sm"].astype(np.float32),
+            "smap_9km": coarse["soil_moisture"].astype(np.float32),
+            "qa": qa.astype(np.uint8),
+        }
+    )
+    return slices.transpose("time", "overpass", "y", "x").assign_coords(x=window.x, y=window.y), inputs
+
+
+def _parameters(settings: Settings, model_version: str) -> dict:
+    return {
+        "region": settings.region,
+        "model_version": model_version,
+        "method": "hybrid",
+        "k": 0.02,
+        "footprint_km": 36.0,
+        "additive_footprint_km": 33.0,
+        "veg_class": "lai_minmax",
+    }
+
+
+def _ensure_cube(settings: Settings, name: str, window: Window) -> None:
+    try:
+        store.open_repository(store.cube_url(settings.store, name), settings.storage_options)
+    except FileNotFoundError:
+        days = pd.date_range(CUBE_FIRST_DAY, CUBE_LAST_DAY, freq="D").values
+        variable_attrs = {
+            "qa": qa_attrs(),
+            "sm": {"long_name": "soil moisture, hybrid correction to SMAP"},
+            "sm_additive": {"long_name": "soil moisture, additive correction (public code)"},
+            "smap_9km": {"long_name": "SMAP L2_E 9 km soil moisture of the parent cell"},
+        }
+        store.create_cube(
+            settings.store,
+            name,
+            window,
+            days,
+            extra_dims={"overpass": OVERPASSES},
+            variables={"sm": np.float32, "sm_additive": np.float32, "smap_9km": np.float32, "qa": np.uint8},
+            variable_attrs=variable_attrs,
+            status=True,
+            storage_options=settings.storage_options,
+            attrs={
+                "title": f"soilcube VIS/IR downscaled SMAP soil moisture ({name})",
+                "institution": "soilcube",
+                "Conventions": "CF-1.10",
+            },
+        )
+
+
+def model_version(settings: Settings) -> tuple[xr.Dataset, str]:
+    """The current VIS/IR model and its snapshot id."""
+    history = store.history(settings.store, "visir_model", storage_options=settings.storage_options)
+    snapshot = history[0].snapshot_id
+    url = store.cube_url(settings.store, "visir_model")
+    return open_cube(url, version=snapshot, storage_options=settings.storage_options).load(), snapshot
+
+
+def downscale_days(
+    settings: Settings, days: list[date], *, status: str = "final", key: str | None = None
+) -> dict[str, str]:
+    """Downscale `days` at 1 km and 400 m and write them, one commit per cube; {cube: commit id}."""
+    days = sorted(days)
+    area = region(settings.region)
+    model, version = model_version(settings)
+    smap, smap_inputs = smap_9km(settings, days, area)
+    commits = {}
+    for name, grid_name in DOWNSCALED_CUBES.items():
+        window = area.window(grid_name)
+        _ensure_cube(settings, name, window)
+        slices, inputs = downscale_window(settings, days, grid_name, model, smap, area)
+        provenance = {
+            "inputs": {"smap_l2e": smap_inputs, "viirs": inputs},
+            "parameters": _parameters(settings, version),
+            "strategy": status,
+        }
+        commits[name] = store.write_slices(
+            settings.store,
+            name,
+            slices,
+            provenance=provenance,
+            key=key,
+            status=status,
+            message=f"{name}: {days[0]} … {days[-1]} ({status})",
+            storage_options=settings.storage_options,
+        )
+    return commits
+
+
+def month_days(year: int, month: int, start: date | None = None, end: date | None = None) -> list[date]:
+    """The days of a month clipped to [start, end]."""
+    days = [date(year, month, d) for d in range(1, calendar.monthrange(year, month)[1] + 1)]
+    return [d for d in days if (start is None or d >= start) and (end is None or d <= end)]
+
+
+def month_key(days: list[date]) -> str:
+    """The unit-of-work key of a month's days: 'YYYY-MM' for a whole month, else the span."""
+    whole = month_days(days[0].year, days[0].month)
+    return f"{days[0]:%Y-%m}" if days == whole else f"{days[0]}..{days[-1]}"
+
+
+def month_committed(
+    settings: Settings, year: int, month: int, start: date | None = None, end: date | None = None
+) -> bool:
+    """Whether both downscaled cubes hold these days of the month, made with the current model and
+    parameters (a rolled-back run does not count)."""
+    try:
+        _, version = model_version(settings)
+        parameters_hash = store.hash_parameters(_parameters(settings, version))
+        key = month_key(month_days(year, month, start, end))
+        return all(
+            store.already_committed(
+                settings.store, name, key, parameters_hash, storage_options=settings.storage_options
+            )
+            for name in DOWNSCALED_CUBES
+        )
+    except FileNotFoundError:
+        return False
+
+
+def backfill_month(
+    settings: Settings,
+    year: int,
+    month: int,
+    start: date | None = None,
+    end: date | None = None,
+    *,
+    status: str = "final",
+) -> dict[str, str]:
+    """Downscale the days of one month within [start, end] unless already committed (resumable);
+    {cube: commit id}, or {} when skipped."""
+    days = month_days(year, month, start, end)
+    if not days or month_committed(settings, year, month, start, end):
+        return {}
+    return downscale_days(settings, days, status=status, key=month_key(days))
+
+
+def months(start: date, end: date) -> list[tuple[int, int]]:
+    """(year, month) of every month that [start, end] touches."""
+    if end < start:
+        raise ValueError(f"end {end} is before start {start}")
+    first, last = start.year * 12 + start.month - 1, end.year * 12 + end.month - 1
+    return [(m // 12, m % 12 + 1) for m in range(first, last + 1)]
+
+
+def nrt(settings: Settings, run_date: date, *, latency_days: int = 3) -> dict[str, str]:
+    """The daily NRT unit: update the references, then downscale the target day and the re-checked
+    trailing days as 'nrt' slices in one commit per cube."""
+    refs.build_references(settings.archive, storage_options=settings.storage_options, progress=False)
+    days = nrt_days(run_date, latency_days)
+    return downscale_days(settings, days, status="nrt", key=f"nrt {run_date}")
+
+
+def nrt_days(run_date: date, latency_days: int = 3, recheck_days: int = 2) -> list[date]:
+    """The NRT target date (run date − latency) and the trailing days re-checked for late granules."""
+    target = run_date - timedelta(days=latency_days)
+    return [target - timedelta(days=n) for n in range(recheck_days, -1, -1)]

@@ -1,0 +1,342 @@
+"""The Prefect layer: thin tasks (bodies run with `.fn`, library calls replaced), the deployments file, and
+the flows run for real on Prefect's test server against a tiny synthetic archive (slow)."""
+
+import inspect
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from prefect import Flow
+from tasks.refs import build_references_task
+from tasks.visir import SKIPPED, downscale_days_task, downscale_month_task, fit_model_task
+
+import soilcube.runs as runs
+from soilcube import refs, store
+from soilcube.access import open_cube
+from soilcube.config import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+PREFECT_YAML = REPO / "flows" / "prefect.yaml"
+FIRST, LAST = date(2016, 6, 1), date(2016, 6, 3)
+# What the VIS/IR fit and downscaling read (runs.py): nothing else is synthesized.
+PRODUCTS = ["gldas", "ltdr_ndvi", "smap_l2e", "viirs_lst", "viirs_lai"]
+
+
+def settings(**values) -> dict:
+    return Settings(**{"archive": "file:///a", "store": "file:///s", **values}).model_dump()
+
+
+# -- tasks, without a server -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Replace the library's run functions with recorders; returns the list of (name, args, kwargs)."""
+    made = []
+
+    def recorder(name, result):
+        def record(*args, **kwargs):
+            made.append((name, args, kwargs))
+            return result
+
+        return record
+
+    monkeypatch.setattr(runs, "fit_model", recorder("fit_model", "model-commit"))
+    monkeypatch.setattr(runs, "downscale_days", recorder("downscale_days", {"downscaled_1km": "c1"}))
+    monkeypatch.setattr(runs, "backfill_month", recorder("backfill_month", {"downscaled_1km": "c2"}))
+    return made
+
+
+def test_downscale_month_task_reports_a_month_already_committed_as_skipped(calls, monkeypatch):
+    monkeypatch.setattr(runs, "backfill_month", lambda *args, **kwargs: {})
+    assert downscale_month_task.fn(settings(), 2016, 6, FIRST, LAST) == SKIPPED
+    assert calls == []
+
+
+def test_downscale_month_task_passes_the_month_and_bounds_to_one_library_call(calls):
+    result = downscale_month_task.fn(settings(region="iowa"), 2016, 6, FIRST, LAST, "final")
+    assert result == {"downscaled_1km": "c2"}
+    [(name, (s, year, month, start, end), kwargs)] = calls
+    assert (name, year, month, start, end, kwargs) == (
+        "backfill_month",
+        2016,
+        6,
+        FIRST,
+        LAST,
+        {"status": "final"},
+    )
+    assert isinstance(s, Settings) and (s.region, s.archive) == ("iowa", "file:///a")
+
+
+def test_downscale_days_task_and_fit_model_task_pass_their_arguments(calls):
+    days = [date(2016, 6, 2), date(2016, 6, 1)]
+    assert downscale_days_task.fn(settings(), days, "nrt") == {"downscaled_1km": "c1"}
+    assert fit_model_task.fn(settings(store="file:///m"), True) == "model-commit"
+    (_, (s, passed), kwargs), (_, (s_fit,), fit_kwargs) = calls
+    assert passed == days and kwargs == {"status": "nrt"} and s.store == "file:///s"
+    assert s_fit.store == "file:///m" and fit_kwargs == {"by_month": True}
+
+
+def test_build_references_task_passes_archive_products_and_storage_options(monkeypatch):
+    seen = {}
+
+    def fake(archive, products, storage_options, progress=True):
+        seen.update(archive=archive, products=products, storage_options=storage_options, progress=progress)
+        return refs.RefsReport(archive, {"gldas": refs.ProductReport("gldas", granules=3, reused=["a", "b"])})
+
+    monkeypatch.setattr("tasks.refs.build_references", fake)
+    rows = build_references_task.fn(settings(storage_options={"anon": True}), ("gldas",))
+    assert seen == {
+        "archive": "file:///a",
+        "products": ["gldas"],
+        "storage_options": {"anon": True},
+        "progress": False,
+    }
+    assert rows == [
+        {"product": "gldas", "granules": 3, "referenced": 0, "reused": 2, "failed": 0, "removed": 0}
+    ]
+    with pytest.raises(ValueError, match="archive"):
+        build_references_task.fn({**settings(), "archive": None}, None)
+
+
+def test_tasks_retry_and_do_not_cache():
+    from prefect.cache_policies import NO_CACHE
+
+    for task in (build_references_task, fit_model_task, downscale_month_task, downscale_days_task):
+        assert task.retries >= 1 and task.retry_delay_seconds
+        assert task.cache_policy is NO_CACHE, "the cubes say what is done, not Prefect's cache"
+
+
+# -- deployments ---------------------------------------------------------------------------------------------
+
+
+def deployments() -> list[dict]:
+    return yaml.safe_load(PREFECT_YAML.read_text())["deployments"]
+
+
+def load_entrypoint(entrypoint: str, monkeypatch) -> Flow:
+    """Load an entrypoint the way a worker does (Prefect's loader, from the repository root), then forget
+    the modules and sys.path entries the loader added."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+    try:
+        return load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
+    finally:
+        stem = Path(entrypoint.split(":")[0]).stem
+        for name in set(sys.modules) - before:
+            if name == stem or name.startswith("__prefect_loader_"):
+                del sys.modules[name]
+
+
+def test_prefect_yaml_deployments_load_their_flows(monkeypatch):
+    from prefect.cli.deploy._models import DeploymentConfig, PrefectYamlModel  # what `prefect deploy` reads
+
+    raw = yaml.safe_load(PREFECT_YAML.read_text())
+    model = PrefectYamlModel.model_validate(raw)
+    assert {d.name for d in model.deployments} == {"nrt", "backfill", "model", "refs"}
+    for deployment in raw["deployments"]:
+        assert set(deployment) <= set(DeploymentConfig.model_fields), f"unknown keys in {deployment['name']}"
+        path, function = deployment["entrypoint"].split(":")
+        assert (REPO / path).is_file(), deployment["entrypoint"]
+        flow = load_entrypoint(deployment["entrypoint"], monkeypatch)
+        assert isinstance(flow, Flow) and flow.fn.__name__ == function
+        assert deployment["work_pool"]["name"] == "soilcube"
+
+
+def test_prefect_yaml_pulls_into_the_image_workdir_and_schedules_nrt_daily():
+    workdir = next(
+        line.split()[1]
+        for line in (REPO / "Dockerfile").read_text().splitlines()
+        if line.startswith("WORKDIR")
+    )
+    pull = yaml.safe_load(PREFECT_YAML.read_text())["pull"]
+    assert {"prefect.deployments.steps.set_working_directory": {"directory": workdir}} in pull
+    (nrt,) = [d for d in deployments() if d["name"] == "nrt"]
+    (schedule,) = nrt["schedules"]
+    assert schedule["cron"].split()[2:] == ["*", "*", "*"] and schedule["timezone"] == "UTC"
+
+
+@pytest.mark.parametrize(
+    "run_parameters", [{}, {"run_date": "2016-06-06", "overrides": {"store": "s3://b/c"}}]
+)
+def test_prefect_yaml_parameters_reach_the_flow_through_server_and_engine(run_parameters, monkeypatch):
+    """A run of each deployment as Prefect makes it: the API merges deployment and run parameters and checks
+    them against the flow's parameter schema, which lists **overrides as a *required* `overrides` parameter
+    (hence `overrides: {}` in prefect.yaml); the engine then validates them and expands `overrides` into
+    keyword arguments. Settings overrides must be nested under `overrides` (a top-level one is refused)."""
+    from prefect.exceptions import SignatureMismatchError
+    from prefect.utilities.callables import parameters_to_args_kwargs
+    from prefect.utilities.schema_tools import validate
+
+    required = {"backfill": {"start": "2016-06-01", "end": "2016-06-03"}}
+    for deployment in deployments():
+        name = deployment["name"]
+        flow = load_entrypoint(deployment["entrypoint"], monkeypatch)
+        given = {**required.get(name, {}), **(run_parameters if name == "nrt" else {})}
+        parameters = {**deployment.get("parameters", {}), **given}
+        validate(parameters, flow.parameters.model_dump(), raise_on_error=True)
+        if name != "nrt":
+            with pytest.raises(Exception, match="overrides"):  # what the API says without the default
+                validate(given, flow.parameters.model_dump(), raise_on_error=True)
+        args, kwargs = parameters_to_args_kwargs(flow.fn, flow.validate_parameters(parameters))
+        inspect.signature(flow.fn).bind(*args, **kwargs)
+        assert kwargs.get("store") == parameters["overrides"].get("store")
+        with pytest.raises(SignatureMismatchError):
+            flow.validate_parameters({**parameters, "store": "s3://b/c"})
+
+
+# -- flows on Prefect's test server (slow) --------------------------------------------------------------
+
+
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One Prefect test server (SQLite, subprocess) for the whole session: it takes 10–20 s to start."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    began = time.perf_counter()
+    with pytest.MonkeyPatch.context() as patch:
+        # The server's telemetry heartbeat otherwise races the migrations: "database is locked" tracebacks.
+        patch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        with prefect_test_harness(server_startup_timeout=120):
+            TIMINGS["harness start"] = time.perf_counter() - began
+            yield
+    print("\nPrefect flow timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in TIMINGS.items()))
+
+
+def timed(name: str, flow: Flow, **parameters):
+    began = time.perf_counter()
+    state = flow(**parameters, return_state=True)
+    TIMINGS[name] = time.perf_counter() - began
+    return state
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    """A three-day synthetic archive over Oklahoma with ~18 days of GLDAS/LTDR record before it (enough dry
+    pairs for the fit to give coefficients: 0.02 years leaves every stratum under the minimum), and an empty
+    store."""
+    from soilcube.grids import REGIONS
+    from soilcube.synth.archive import build_archive
+
+    root = tmp_path_factory.mktemp("flows")
+    archive, cubes = (root / "archive").as_uri(), (root / "store").as_uri()
+    began = time.perf_counter()
+    build_archive(
+        REGIONS["oklahoma"],
+        FIRST,
+        LAST,
+        archive,
+        seed=0,
+        gldas_years=0.05,
+        products=PRODUCTS,
+        progress=False,
+        workers=2,
+    )
+    TIMINGS["synthetic archive"] = time.perf_counter() - began
+    return {"archive": archive, "store": cubes}
+
+
+@pytest.fixture(scope="module")
+def scheduler(roots):
+    """A standing Dask cluster, as in production (the Dask operator's scheduler address in the settings):
+    the flows after refs_flow connect to it instead of starting a local cluster each."""
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+    ) as cluster:
+        yield {**roots, "scheduler_address": cluster.scheduler_address}
+
+
+@pytest.fixture(scope="module")
+def refs_run(prefect_server, roots):
+    """refs_flow without a scheduler address: the flow starts and stops its own local cluster."""
+    from flows.refs import refs_flow
+
+    return timed("refs_flow (own local cluster)", refs_flow, products=PRODUCTS, **roots)
+
+
+@pytest.fixture(scope="module")
+def model_run(refs_run, scheduler):
+    from flows.model import model_flow
+
+    return timed("model_flow", model_flow, **scheduler)
+
+
+@pytest.fixture(scope="module")
+def nrt_run(model_run, scheduler):
+    from flows.nrt import nrt_flow
+
+    return timed("nrt_flow", nrt_flow, run_date=date(2016, 6, 6), **scheduler)
+
+
+def cube_status(cube_root: str, name: str) -> np.ndarray:
+    cube = open_cube(f"{cube_root}/{name}")
+    return cube["status"].sel(time=slice(str(FIRST), str(LAST))).values
+
+
+@pytest.mark.slow
+def test_refs_flow_builds_the_granule_index(refs_run, roots):
+    assert refs_run.is_completed(), refs_run
+    rows = {row["product"]: row for row in refs_run.result()}
+    assert set(rows) == set(PRODUCTS)
+    for product in PRODUCTS:
+        index = refs.read_index(roots["archive"], product)
+        assert len(index) == rows[product]["granules"] > 0 and (index["status"] == "ok").all(), product
+
+
+@pytest.mark.slow
+def test_model_flow_commits_the_visir_model(model_run, roots):
+    assert model_run.is_completed(), model_run
+    model = open_cube(f"{roots['store']}/visir_model")
+    assert {"a0", "a1"} <= set(model.data_vars) and np.isfinite(model["a0"].values).any()
+    assert store.history(roots["store"], "visir_model")[0].snapshot_id == model_run.result()
+
+
+@pytest.mark.slow
+def test_nrt_flow_downscales_the_target_and_recheck_days_as_nrt(nrt_run, roots):
+    assert nrt_run.is_completed(), nrt_run
+    assert set(nrt_run.result()) == set(runs.DOWNSCALED_CUBES)
+    for name in runs.DOWNSCALED_CUBES:
+        assert (cube_status(roots["store"], name) == store.STATUS_CODES["nrt"]).all(), name
+    sm = open_cube(f"{roots['store']}/downscaled_1km")["sm"].sel(time=slice(str(FIRST), str(LAST)))
+    assert np.isfinite(sm.values).any()
+
+
+@pytest.mark.slow
+def test_backfill_flow_replaces_nrt_with_final_then_skips_the_month(nrt_run, scheduler, roots):
+    from flows.backfill import backfill_flow
+
+    first = timed("backfill_flow", backfill_flow, start=FIRST, end=LAST, **scheduler)
+    assert first.is_completed(), first
+    commits = first.result()["2016-06"]
+    assert set(commits) == set(runs.DOWNSCALED_CUBES)
+    for name, commit in commits.items():
+        assert store.history(roots["store"], name)[0].snapshot_id == commit
+        assert (cube_status(roots["store"], name) == store.STATUS_CODES["final"]).all(), name
+    sm = open_cube(f"{roots['store']}/downscaled_400m")["sm"].sel(time=slice(str(FIRST), str(LAST)))
+    assert np.isfinite(sm.values).any()
+
+    again = timed("backfill_flow again (resume)", backfill_flow, start=FIRST, end=LAST, **scheduler)
+    assert again.is_completed() and again.result() == {"2016-06": SKIPPED}
+    assert store.history(roots["store"], "downscaled_1km")[0].snapshot_id == commits["downscaled_1km"]
+
+
+@pytest.mark.slow
+def test_backfill_flow_refuses_products_it_cannot_make(prefect_server, roots):
+    from flows.backfill import backfill_flow
+
+    state = backfill_flow(start=FIRST, end=LAST, products=("stf",), return_state=True, **roots)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match="stf"):
+        state.result()

@@ -1,0 +1,167 @@
+"""The VIS/IR chain end to end on a small synthetic archive: fit, downscale, write cubes, validate; and
+bad input (missing or corrupt granules) costing only the slices it touches."""
+
+import shutil
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from soilcube import refs, runs, store
+from soilcube.access import open_cube
+from soilcube.config import Settings
+from soilcube.grids import REGIONS
+from soilcube.synth.archive import build_archive
+from soilcube.validate.osse import validate_store
+from soilcube.visir.qa import QA
+
+DAYS = [date(2016, 6, d) for d in range(1, 7)]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pristine_archive(tmp_path_factory) -> Path:
+    """Six days over Oklahoma with ~5 weeks of GLDAS/LTDR record, referenced."""
+    path = tmp_path_factory.mktemp("archive")
+    build_archive(
+        REGIONS["oklahoma"], DAYS[0], DAYS[-1], path.as_uri(), seed=3, gldas_years=0.1, progress=False
+    )
+    refs.build_references(path.as_uri(), progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def downscaled(pristine_archive, tmp_path_factory) -> Settings:
+    settings = Settings(archive=pristine_archive.as_uri(), store=tmp_path_factory.mktemp("cubes").as_uri())
+    runs.fit_model(settings)
+    runs.backfill_month(settings, 2016, 6, DAYS[0], DAYS[-1])
+    return settings
+
+
+def test_model_fit_is_physical_and_versioned(downscaled):
+    model = open_cube(store.cube_url(downscaled.store, "visir_model")).load()
+    fitted = model["n"] >= 9
+    assert int(fitted.sum()) > 0
+    # Wetter soil has more thermal inertia: a smaller day-night range, so theta falls with dT.
+    assert float(model["a1"].where(fitted).median()) < 0
+    assert set(np.unique(model["borrowed"].values)) <= {0, 1}
+    commit = store.history(downscaled.store, "visir_model")[0]
+    assert commit.metadata["provenance"]["inputs"]["gldas"]
+
+
+@pytest.mark.parametrize(("cube", "shape"), [("downscaled_1km", (360, 360)), ("downscaled_400m", (900, 900))])
+def test_downscaled_cubes_are_cf_and_physical(downscaled, cube, shape):
+    ds = open_cube(store.cube_url(downscaled.store, cube))
+    days = ds.sel(time=[np.datetime64(d, "ns") for d in DAYS])
+    assert (days.sizes["y"], days.sizes["x"]) == shape
+    # CF decoding moves grid_mapping from the attributes into the encoding.
+    assert ds["sm"].encoding.get("grid_mapping", ds["sm"].attrs.get("grid_mapping")) == "crs"
+    assert "crs" in ds.coords
+    assert ds["sm"].attrs["units"] == "m3 m-3"
+    sm, qa = days["sm"].values, days["qa"].values
+    assert np.isfinite(sm).mean() > 0.05
+    assert np.nanmin(sm) > 0 and np.nanmax(sm) <= 0.6
+    # Every missing pixel says why.
+    assert np.all(qa[np.isnan(sm)] > 0)
+    assert set(np.unique(days["status"].values)) == {store.STATUS_CODES["final"]}
+    provenance = store.committed_runs(downscaled.store, cube)[0].metadata["provenance"]
+    assert provenance["inputs"]["smap_l2e"] and provenance["inputs"]["viirs"]
+
+
+def test_backfill_is_resumable(downscaled):
+    before = [c.snapshot_id for c in store.history(downscaled.store, "downscaled_1km")]
+    assert runs.month_committed(downscaled, 2016, 6, DAYS[0], DAYS[-1])
+    assert runs.backfill_month(downscaled, 2016, 6, DAYS[0], DAYS[-1]) == {}
+    assert [c.snapshot_id for c in store.history(downscaled.store, "downscaled_1km")] == before
+
+
+def test_validation_report_scores_every_product_on_common_samples(downscaled, pristine_archive, tmp_path):
+    scores = validate_store(downscaled.store, tmp_path, truth_url=(pristine_archive / "truth.zarr").as_uri(),
+                            insitu_dir=pristine_archive / "ismn")
+    assert list(scores) == ["smap_9km", "visir_1km_additive", "visir_1km_hybrid", "visir_400m"]
+    one_km = [scores[k]["n"] for k in ("smap_9km", "visir_1km_additive", "visir_1km_hybrid")]
+    assert len(set(one_km)) == 1 and one_km[0] > 1000
+    for key, values in scores.items():
+        # Six days with partial SMAP coverage leave < 10 samples per pixel: no temporal score is made up.
+        assert values["ubRMSE"] is None and values["R"] is None, key
+        assert 0 < values["SSD"] < 0.2, key
+    # Blocky 9 km field: no jumps inside cells, so its index is undefined (None), not a number.
+    assert scores["smap_9km"]["artifact_index"] is None
+    assert scores["visir_1km_hybrid"]["artifact_index"] > 1
+    report = (tmp_path / "report.md").read_text()
+    assert "visir_1km_hybrid" in report and (tmp_path / "maps.png").stat().st_size > 10_000
+    assert list(tmp_path.glob("in_situ*.csv"))
+
+
+def _copy_and_damage(pristine: Path, tmp_path: Path, damage) -> Settings:
+    archive = tmp_path / "archive"
+    shutil.copytree(pristine, archive, ignore=shutil.ignore_patterns("refs"))
+    damage(archive)
+    report = refs.build_references(archive.as_uri(), progress=False)
+    settings = Settings(archive=archive.as_uri(), store=(tmp_path / "cubes").as_uri())
+    runs.fit_model(settings)
+    runs.downscale_days(settings, DAYS)
+    return settings, report
+
+
+def _slice(settings: Settings, day: date, overpass: str) -> xr.Dataset:
+    cube = open_cube(store.cube_url(settings.store, "downscaled_1km"))
+    return cube.sel(time=np.datetime64(day, "ns"), overpass=overpass).load()
+
+
+def test_missing_viirs_night_loses_only_the_slices_that_need_it(pristine_archive, downscaled, tmp_path):
+    lost = next(d for d in DAYS[1:] if np.isfinite(_slice(downscaled, d, "AM")["sm"].values).any())
+
+    def remove_night(archive):
+        for granule in (archive / "viirs_lst").glob(f"VNP21A1N.A{lost:%Y%j}.*.h5"):
+            granule.unlink()
+
+    settings, _ = _copy_and_damage(pristine_archive, tmp_path, remove_night)
+    am = _slice(settings, lost, "AM")
+    assert np.isnan(am["sm"].values).all()
+    assert np.all(am["qa"].values & QA.NO_DELTA_T)
+    # AM of the other days does not use that night: unchanged.
+    for day in (d for d in DAYS if d != lost):
+        np.testing.assert_array_equal(
+            _slice(settings, day, "AM")["sm"].values, _slice(downscaled, day, "AM")["sm"].values
+        )
+
+
+def _local_day_of(granule_name: str) -> date:
+    """SMAP half orbits over Oklahoma: UTC start − 6.5 h is the local solar time."""
+    stamp = np.datetime64(
+        f"{granule_name.split('_')[7][:4]}-{granule_name.split('_')[7][4:6]}-"
+        f"{granule_name.split('_')[7][6:8]}T{granule_name.split('_')[7][9:11]}:00"
+    )
+    return (stamp - np.timedelta64(390, "m")).astype("datetime64[D]").astype(date)
+
+
+def test_missing_smap_half_orbit_and_corrupt_granule(pristine_archive, downscaled, tmp_path):
+    by_day: dict[date, list[str]] = {}
+    for granule in sorted((pristine_archive / "smap_l2e").glob("SMAP_L2_SM_P_E_*_D_*.h5")):
+        by_day.setdefault(_local_day_of(granule.name), []).append(granule.name)
+    victim_day = next(
+        d
+        for d, names in by_day.items()
+        if len(names) == 1 and d in DAYS and np.isfinite(_slice(downscaled, d, "AM")["sm"].values).any()
+    )
+    corrupt_day = next(d for d in DAYS if d != victim_day)
+
+    def damage(archive):
+        (archive / "smap_l2e" / by_day[victim_day][0]).unlink()
+        tile = sorted((archive / "viirs_lst").glob(f"VNP21A1D.A{corrupt_day:%Y%j}.*.h5"))[0]
+        tile.write_bytes(tile.read_bytes()[:2000])  # a truncated download
+
+    settings, report = _copy_and_damage(pristine_archive, tmp_path, damage)
+    assert [name for name in report.failed if f"VNP21A1D.A{corrupt_day:%Y%j}" in name]
+    am = _slice(settings, victim_day, "AM")
+    assert np.isnan(am["sm"].values).all() and np.all(am["qa"].values & QA.NO_SMAP)
+    damaged = _slice(settings, corrupt_day, "AM")
+    assert (damaged["qa"].values & QA.NO_DELTA_T).any()
+    intact = [d for d in DAYS if d not in (victim_day, corrupt_day)]
+    for day in intact:
+        np.testing.assert_array_equal(
+            _slice(settings, day, "AM")["sm"].values, _slice(downscaled, day, "AM")["sm"].values
+        )
