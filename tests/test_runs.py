@@ -165,3 +165,19 @@ def test_missing_smap_half_orbit_and_corrupt_granule(pristine_archive, downscale
         np.testing.assert_array_equal(
             _slice(settings, day, "AM")["sm"].values, _slice(downscaled, day, "AM")["sm"].values
         )
+
+
+def test_an_nrt_run_failing_the_qc_gate_commits_nothing(downscaled):
+    strict = downscaled.model_copy(update={"nrt_qc": {"visir_1km_hybrid": {"R": (">=", 1.5)}}})
+    before = {name: store.history(downscaled.store, name)[0].snapshot_id for name in runs.DOWNSCALED_CUBES}
+    with pytest.raises(runs.QCError, match="visir_1km_hybrid R"):
+        runs.downscale_days(strict, DAYS[:3], status="nrt")
+    after = {name: store.history(downscaled.store, name)[0].snapshot_id for name in runs.DOWNSCALED_CUBES}
+    assert after == before
+
+
+def test_an_nrt_run_passing_the_default_qc_gate_marks_its_slices_nrt(downscaled):
+    runs.downscale_days(downscaled, DAYS[:3], status="nrt")
+    cube = open_cube(store.cube_url(downscaled.store, "downscaled_1km"))
+    status = cube["status"].sel(time=[np.datetime64(d, "ns") for d in DAYS]).values
+    assert list(status) == [store.STATUS_CODES["nrt"]] * 3 + [store.STATUS_CODES["final"]] * 3

@@ -224,7 +224,7 @@ def validate(
 
 def _print_scores(scores: dict) -> None:
     table = Table(title="scores against the truth")
-    metrics = ["R", "bias", "RMSE", "ubRMSE", "SSD", "KGE", "artifact_index", "n"]
+    metrics = ["R", "bias", "RMSE", "ubRMSE", "SSD", "SSD_ref", "KGE", "artifact_index", "n"]
     table.add_column("product")
     for metric in metrics:
         table.add_column(metric, justify="right")

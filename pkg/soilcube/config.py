@@ -22,9 +22,14 @@ class Settings(BaseSettings):
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec/s3fs options")
     region: str = Field("oklahoma", description="named region or 'W,S,E,N'")
     seed: int = 0
-    gldas_years: int = Field(1, description="years of GLDAS record before the study period (synthetic)")
+    gldas_years: float = Field(1, description="years of GLDAS record before the study period (synthetic)")
     scheduler_address: str | None = Field(None, description="Dask scheduler; None starts a local cluster")
     n_workers: int = 2
+    # NRT QC gate: {product key: {metric: [comparison, limit]}} on the scores of the NRT slices against
+    # the SMAP 9 km retrievals they were corrected to; a failing gate commits nothing.
+    nrt_qc: dict[str, dict[str, tuple[str, float]]] = Field(
+        default_factory=lambda: {"visir_1km_hybrid": {"R": (">=", 0.3), "bias": ("<=", 0.05)}}
+    )
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

@@ -18,6 +18,8 @@ from soilcube.access import open_cube
 from soilcube.config import Settings
 from soilcube.grids import GLDAS_GRID, Region, Window, parent_index, region
 from soilcube.sources import open_granules
+from soilcube.validate.metrics import score
+from soilcube.validate.report import qc_gate
 from soilcube.visir.apply import delta_t, downscale, vegetation_class
 from soilcube.visir.correct import correct_to_smap
 from soilcube.visir.fit import fit_model as fit_coefficients
@@ -202,7 +204,8 @@ def downscale_window(
         theta["sm"], smap["soil_moisture"], parents, method="additive", footprint_km=33.0
     )
     rows, cols = (xr.DataArray(t, dims=d) for t, d in zip(parents, ("y", "x"), strict=True))
-    coarse = smap.isel(y=rows, x=cols).drop_vars(["y", "x"])
+    # Lazily: gathered eagerly, the 9 km fields would be copied to the fine grid inside the task graph.
+    coarse = smap.chunk({"time": 1}).isel(y=rows, x=cols).drop_vars(["y", "x"])
     qa = (
         theta["qa"]
         | hybrid["qa"]
@@ -269,19 +272,39 @@ def model_version(settings: Settings) -> tuple[xr.Dataset, str]:
     return open_cube(url, version=snapshot, storage_options=settings.storage_options).load(), snapshot
 
 
+class QCError(RuntimeError):
+    """An NRT run whose products fail the QC gate: nothing was committed."""
+
+
+def qc_failures(slices: xr.Dataset, thresholds: dict) -> list[str]:
+    """The QC gate of `thresholds` on the 1 km slices scored against their SMAP 9 km retrievals."""
+    scores = {"visir_1km_hybrid": score(slices["sm"], slices["smap_9km"], min_count=100)}
+    return qc_gate(scores, thresholds)
+
+
 def downscale_days(
     settings: Settings, days: list[date], *, status: str = "final", key: str | None = None
 ) -> dict[str, str]:
-    """Downscale `days` at 1 km and 400 m and write them, one commit per cube; {cube: commit id}."""
+    """Downscale `days` at 1 km and 400 m and write them, one commit per cube; {cube: commit id}.
+
+    NRT runs (`status="nrt"`) pass the QC gate of `settings.nrt_qc` first, or raise QCError having
+    written nothing."""
     days = sorted(days)
     area = region(settings.region)
     model, version = model_version(settings)
     smap, smap_inputs = smap_9km(settings, days, area)
+    products = {
+        name: downscale_window(settings, days, grid, model, smap, area)
+        for name, grid in DOWNSCALED_CUBES.items()
+    }
+    if status == "nrt":
+        failures = qc_failures(products["downscaled_1km"][0].load(), settings.nrt_qc)
+        if failures:
+            raise QCError(f"NRT {days[0]} … {days[-1]} fails the QC gate: {'; '.join(failures)}")
     commits = {}
     for name, grid_name in DOWNSCALED_CUBES.items():
-        window = area.window(grid_name)
-        _ensure_cube(settings, name, window)
-        slices, inputs = downscale_window(settings, days, grid_name, model, smap, area)
+        _ensure_cube(settings, name, area.window(grid_name))
+        slices, inputs = products[name]
         provenance = {
             "inputs": {"smap_l2e": smap_inputs, "viirs": inputs},
             "parameters": _parameters(settings, version),

@@ -5,7 +5,7 @@ Gridded scores against a truth are taken on ONE common sample set: the (day, ove
 where the truth and every product compared at that resolution are valid, so no product is flattered by
 scoring only its easy pixels. Temporal metrics (R, bias, RMSE, ubRMSE, MAE, KGE) are computed per pixel
 over days and overpasses, then averaged over pixels; SSD is the spatial standard deviation of each scene,
-averaged over scenes (`SSD_truth` the truth's); the artifact index pools every scene.
+averaged over scenes (`SSD_ref`: the truth's); the artifact index pools every scene.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def gridded_scores(
         row = {m: float(temporal[m].mean()) for m in TEMPORAL_METRICS}
         row["n"] = int(valid.sum())
         row["SSD"] = float(spatial["SSD"].mean())
-        row["SSD_truth"] = float(spatial["SSD_ref"].mean())
+        row["SSD_ref"] = float(spatial["SSD_ref"].mean())
         row["artifact_index"] = float(artifact_index(product, parents))
         results[key] = row
     return results
@@ -79,7 +79,7 @@ def common_valid(products: dict[str, xr.DataArray], truth: xr.DataArray) -> xr.D
 
 def _scene_with_most_samples(valid: xr.DataArray) -> dict[str, int]:
     counts = valid.sum(("y", "x"))
-    time_index, overpass_index = np.unravel_index(int(counts.argmax()), counts.shape)
+    time_index, overpass_index = np.unravel_index(int(np.argmax(counts.values)), counts.shape)
     return {"time": int(time_index), "overpass": int(overpass_index)}
 
 
@@ -88,7 +88,10 @@ def _written(cube: xr.Dataset) -> xr.Dataset:
 
 
 def _truth_grid(truth_url: str, grid_name: str, times, storage_options) -> xr.DataArray:
-    truth = xr.open_zarr(truth_url, group=grid_name, storage_options=storage_options or None)["sm"]
+    truth = xr.open_zarr(
+        truth_url, group=grid_name, consolidated=False, storage_options=storage_options or None
+    )
+    truth = truth["sm"]
     return truth.sel(time=times).load()
 
 

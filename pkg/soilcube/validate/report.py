@@ -26,7 +26,7 @@ PRODUCT_KEYS = (
     "fused_3h",
     "fused_daily",
 )
-SCORE_KEYS = ("R", "R2", "bias", "RMSE", "ubRMSE", "MAE", "SSD", "KGE", "n", "artifact_index")
+SCORE_KEYS = ("R", "R2", "bias", "RMSE", "ubRMSE", "MAE", "SSD", "SSD_ref", "KGE", "n", "artifact_index")
 COMPARISONS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 MAX_SERIES_CELLS = 4
 
