@@ -121,9 +121,12 @@ def _score_against_truth(cubes, truth_url, storage_options, scores, tables, figu
             tables[f"dynamic range: {key}"] = spread.to_dataframe().reset_index()
 
 
-def _score_against_stations(cube: xr.Dataset, insitu_dir: Path, tables, figures) -> None:
+def _score_against_stations(cube: xr.Dataset, insitu_dir: Path, tables, figures, min_count) -> None:
+    """Per-cell and stratified (land cover, climate, soil texture) scores of the 1 km hybrid product
+    against the stations, AM and PM overpass windows, and a boxplot of per-cell ubRMSE by land cover."""
     obs, stations = insitu.read_ismn(insitu_dir)
     window = cube_window(cube, "M01")
+    per_cell = []
     for overpass in ("AM", "PM"):
         matchups = insitu.matchup(
             obs,
@@ -133,11 +136,21 @@ def _score_against_stations(cube: xr.Dataset, insitu_dir: Path, tables, figures)
             kind="overpass",
             overpass=overpass,
         )
-        tables[f"in situ, 1 km hybrid, {overpass} overpass, per cell"] = insitu.cell_scores(
-            matchups, min_count=5
-        ).reset_index()
+        cells = insitu.cell_scores(matchups, min_count=min_count).reset_index()
+        tables[f"in situ, 1 km hybrid, {overpass} overpass, per cell"] = cells
+        for stratum in ("landcover", "climate", "soil_texture"):
+            if stratum in matchups.coords:
+                tables[f"in situ, 1 km hybrid, {overpass}, by {stratum}"] = insitu.stratified_scores(
+                    matchups, stratum, min_count=min_count
+                ).reset_index()
+        per_cell.append(cells.assign(product=f"visir_1km_hybrid {overpass}"))
         if overpass == "AM":
             figures.timeseries["visir_1km_hybrid"] = matchups
+    boxes = pd.concat(per_cell)
+    if "landcover" in boxes:
+        figures.boxplots["per-cell ubRMSE against stations, by land cover"] = boxes.rename(
+            columns={"landcover": "stratum", "ubRMSE": "value"}
+        )[["stratum", "product", "value"]]
 
 
 def validate_store(
@@ -165,7 +178,7 @@ def validate_store(
     if truth_url:
         _score_against_truth(cubes, truth_url, storage_options, scores, tables, figures, min_count)
     if insitu_dir and "downscaled_1km" in cubes:
-        _score_against_stations(cubes["downscaled_1km"], Path(insitu_dir), tables, figures)
+        _score_against_stations(cubes["downscaled_1km"], Path(insitu_dir), tables, figures, min_count)
     write_report(
         scores,
         out_dir,
