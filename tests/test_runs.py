@@ -78,8 +78,12 @@ def test_backfill_is_resumable(downscaled):
 
 
 def test_validation_report_scores_every_product_on_common_samples(downscaled, pristine_archive, tmp_path):
-    scores = validate_store(downscaled.store, tmp_path, truth_url=(pristine_archive / "truth.zarr").as_uri(),
-                            insitu_dir=pristine_archive / "ismn")
+    scores = validate_store(
+        downscaled.store,
+        tmp_path,
+        truth_url=(pristine_archive / "truth.zarr").as_uri(),
+        insitu_dir=pristine_archive / "ismn",
+    )
     assert list(scores) == ["smap_9km", "visir_1km_additive", "visir_1km_hybrid", "visir_400m"]
     one_km = [scores[k]["n"] for k in ("smap_9km", "visir_1km_additive", "visir_1km_hybrid")]
     assert len(set(one_km)) == 1 and one_km[0] > 1000
@@ -181,3 +185,29 @@ def test_an_nrt_run_passing_the_default_qc_gate_marks_its_slices_nrt(downscaled)
     cube = open_cube(store.cube_url(downscaled.store, "downscaled_1km"))
     status = cube["status"].sel(time=[np.datetime64(d, "ns") for d in DAYS]).values
     assert list(status) == [store.STATUS_CODES["nrt"]] * 3 + [store.STATUS_CODES["final"]] * 3
+
+
+def test_the_whole_chain_on_the_real_s3_server(seaweedfs, tmp_path):
+    root, options = seaweedfs.new_bucket("chain"), seaweedfs.storage_options
+    archive, cubes = f"{root}/archive", f"{root}/cubes"
+    build_archive(
+        REGIONS["oklahoma"],
+        DAYS[0],
+        DAYS[3],
+        archive,
+        seed=1,
+        gldas_years=0.1,
+        storage_options=options,
+        progress=False,
+    )
+    refs.build_references(archive, storage_options=options, progress=False)
+    settings = Settings(archive=archive, store=cubes, storage_options=options)
+    runs.fit_model(settings)
+    assert set(runs.backfill_month(settings, 2016, 6, DAYS[0], DAYS[3])) == set(runs.DOWNSCALED_CUBES)
+    scores = validate_store(cubes, tmp_path, truth_url=f"{archive}/truth.zarr", storage_options=options)
+    assert scores["visir_1km_hybrid"]["n"] > 1000
+    cube = open_cube(store.cube_url(cubes, "downscaled_400m"), storage_options=options)
+    assert (
+        np.isfinite(cube["sm"].sel(time=np.datetime64(DAYS[0], "ns")).values).any()
+        or np.isfinite(cube["sm"].sel(time=np.datetime64(DAYS[1], "ns")).values).any()
+    )

@@ -105,6 +105,7 @@ def fit_model(settings: Settings, *, by_month: bool = False) -> str:
         model,
         provenance=provenance,
         message=f"visir model fit on {len(gldas_urls)} GLDAS granules",
+        storage_options=settings.storage_options,
     )
 
 
