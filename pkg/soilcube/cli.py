@@ -1,4 +1,4 @@
-"""The `soilcube` command line. Every verb reads `--config FILE` and `SOILCUBE_*` variables."""
+"""The `soilcube` command line. The data verbs read `--config FILE` and `SOILCUBE_*` variables."""
 
 from __future__ import annotations
 

@@ -43,7 +43,16 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             raise FileNotFoundError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as error:
             raise ValueError(f"config file {path} is not valid TOML: {error}") from None
-    environment = Settings()
-    merged = {**file_values, **environment.model_dump(exclude_unset=True)}
-    merged.update({k: v for k, v in overrides.items() if v is not None})
-    return Settings(**merged)
+    environment = Settings().model_dump(exclude_unset=True)
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**_merged(_merged(file_values, environment), explicit))
+
+
+def _merged(base: dict, update: dict) -> dict:
+    """`update` over `base`, nested tables merged key by key (a secret from the environment keeps the
+    file's endpoint)."""
+    result = dict(base)
+    for key, value in update.items():
+        both_tables = isinstance(value, dict) and isinstance(result.get(key), dict)
+        result[key] = _merged(result[key], value) if both_tables else value
+    return result
