@@ -170,10 +170,9 @@ def run_backfill(
     s = _run_settings(config, archive, store)
     first, last = date.fromisoformat(start), date.fromisoformat(end)
     with dask_client(s.scheduler_address, s.n_workers, console=console):
-        for year, month in runs.months(first, last):
-            commits = runs.backfill_month(s, year, month, first, last)
+        for month, commits in runs.backfill(s, first, last).items():
             console.print(
-                f"{year}-{month:02d}: "
+                f"{month}: "
                 + (", ".join(f"{k} {v}" for k, v in commits.items()) or "already committed, skipped")
             )
 

@@ -46,6 +46,9 @@ def run_demo(
     console = console or Console()
     archive, cubes = f"{root.rstrip('/')}/archive", f"{root.rstrip('/')}/cubes"
     region = REGIONS[DEMO_REGION]
+    settings = Settings(
+        archive=archive, store=cubes, region=DEMO_REGION, storage_options=storage_options or {}
+    )
 
     console.rule(f"1. synthesize {DEMO_REGION} {start} … {end} → {archive}")
     build_archive(region, start, end, archive, seed=seed, gldas_years=1, storage_options=storage_options)
@@ -58,20 +61,14 @@ def run_demo(
                 console.print(f"[red]unreadable granule[/red] {name}: {reason}")
 
         console.rule("3. open every product through the references")
-        rows = {
-            product: _summarise(archive, product, region, storage_options) for product in GRANULE_PRODUCTS
-        }
+        rows = {product: _summarise(settings, product, region) for product in GRANULE_PRODUCTS}
         _print_rows(console, rows)
 
-        settings = Settings(
-            archive=archive, store=cubes, region=DEMO_REGION, storage_options=storage_options or {}
-        )
         console.rule("4. fit the VIS/IR model on the GLDAS record")
         console.print(f"visir_model committed: {runs.fit_model(settings)}")
         console.rule(f"5. backfill downscaled 1 km and 400 m cubes → {cubes}")
-        for year, month in runs.months(start, end):
-            commits = runs.backfill_month(settings, year, month, start, end)
-            console.print(f"{year}-{month:02d}: " + ", ".join(f"{k} {v}" for k, v in commits.items()))
+        for month, commits in runs.backfill(settings, start, end).items():
+            console.print(f"{month}: " + ", ".join(f"{k} {v}" for k, v in commits.items()))
 
         console.rule("6. validate against the nature-run truth and the stations")
         report_dir = Path(workdir) / "report"
@@ -86,10 +83,11 @@ def run_demo(
     return scores
 
 
-def _summarise(archive: str, product: str, region, storage_options) -> dict:
-    index = refs.read_index(archive, product, storage_options)
-    urls = index.loc[index["status"] == "ok", "url"].tolist()
-    ds = open_granules(product, urls, storage_options, window=region, variables=[SUMMARY_VARIABLE[product]])
+def _summarise(settings: Settings, product: str, region) -> dict:
+    urls = runs.granule_urls(settings, product)
+    ds = open_granules(
+        product, urls, settings.storage_options, window=region, variables=[SUMMARY_VARIABLE[product]]
+    )
     values = ds[SUMMARY_VARIABLE[product]]
     finite = np.isfinite(values.values)
     return {

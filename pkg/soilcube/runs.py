@@ -150,9 +150,8 @@ def smap_9km(settings: Settings, days: list[date], area: Region) -> tuple[xr.Dat
         local_day = _local_dates(orbits["time"].values, area)
         day_index = pd.DatetimeIndex([np.datetime64(d, "ns") for d in days]).get_indexer(local_day)
         overpass_index = np.where(orbits["half_orbit"].values == "D", 0, 1)
-        for i in np.flatnonzero(
-            day_index >= 0
-        ):  # a few half orbits a day: the first valid retrieval of a cell wins
+        # a few half orbits a day: the first valid retrieval of a cell wins
+        for i in np.flatnonzero(day_index >= 0):
             target = (day_index[i], overpass_index[i])
             sm[target] = np.where(np.isnan(sm[target]), orbit_sm[i], sm[target])
             vwc[target] = np.fmax(vwc[target], orbits["vegetation_water_content"].values[i])
@@ -265,10 +264,16 @@ def _ensure_cube(settings: Settings, name: str, window: Window) -> None:
         )
 
 
+def model_snapshot(settings: Settings) -> str:
+    """The snapshot id of the current VIS/IR model."""
+    return store.history(settings.store, "visir_model", storage_options=settings.storage_options)[
+        0
+    ].snapshot_id
+
+
 def model_version(settings: Settings) -> tuple[xr.Dataset, str]:
     """The current VIS/IR model and its snapshot id."""
-    history = store.history(settings.store, "visir_model", storage_options=settings.storage_options)
-    snapshot = history[0].snapshot_id
+    snapshot = model_snapshot(settings)
     url = store.cube_url(settings.store, "visir_model")
     return open_cube(url, version=snapshot, storage_options=settings.storage_options).load(), snapshot
 
@@ -342,8 +347,7 @@ def month_committed(
     """Whether both downscaled cubes hold these days of the month, made with the current model and
     parameters (a rolled-back run does not count)."""
     try:
-        _, version = model_version(settings)
-        parameters_hash = store.hash_parameters(_parameters(settings, version))
+        parameters_hash = store.hash_parameters(_parameters(settings, model_snapshot(settings)))
         key = month_key(month_days(year, month, start, end))
         return all(
             store.already_committed(
@@ -370,6 +374,15 @@ def backfill_month(
     if not days or month_committed(settings, year, month, start, end):
         return {}
     return downscale_days(settings, days, status=status, key=month_key(days))
+
+
+def backfill(settings: Settings, start: date, end: date) -> dict[str, dict[str, str]]:
+    """Backfill [start, end] month by month as 'final' slices: {'YYYY-MM': {cube: commit id}}, {} for a
+    month already committed."""
+    return {
+        f"{year}-{month:02d}": backfill_month(settings, year, month, start, end)
+        for year, month in months(start, end)
+    }
 
 
 def months(start: date, end: date) -> list[tuple[int, int]]:

@@ -50,11 +50,10 @@ def m09_window(window: Window) -> Window:
 
 
 def gridded_scores(
-    products: dict[str, xr.DataArray], truth: xr.DataArray, parents, min_count: int = 10
+    products: dict[str, xr.DataArray], truth: xr.DataArray, valid: xr.DataArray, parents, min_count: int = 10
 ) -> dict[str, dict]:
-    """Scores of each product against the truth on their common valid samples (a pixel's temporal
+    """Scores of each product against the truth on the common `valid` samples (a pixel's temporal
     metrics need `min_count` samples)."""
-    valid = common_valid(products, truth)
     reference = truth.where(valid)
     results = {}
     for key, field in products.items():
@@ -104,9 +103,10 @@ def _score_against_truth(cubes, truth_url, storage_options, scores, tables, figu
         fields = {key: cubes[name][variable].load() for key, (name, variable) in members.items()}
         truth = _truth_grid(truth_url, grid_name, cube["time"].values, storage_options)
         window = cube_window(cube, grid_name)
-        scores.update(gridded_scores(fields, truth, parent_index(window, m09_window(window)), min_count))
-
         valid = common_valid(fields, truth)
+        scores.update(
+            gridded_scores(fields, truth, valid, parent_index(window, m09_window(window)), min_count)
+        )
         scene = _scene_with_most_samples(valid)
         label = {"M01": "1 km", "M400": "400 m"}[grid_name]
         figures.maps[f"truth {label}"] = truth.isel(scene)
