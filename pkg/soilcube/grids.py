@@ -179,6 +179,13 @@ class Window:
         (west, east), (south, north) = _TO_LONLAT.transform([left, right], [bottom, top])
         return float(west), float(south), float(east), float(north)
 
+    @classmethod
+    def covering(cls, grid_name: str, rows, cols) -> Window:
+        """The smallest window of `grid_name` holding every (row, col) given."""
+        rows, cols = np.asarray(rows), np.asarray(cols)
+        return cls(grid_name, int(rows.min()), int(cols.min()), int(rows.max() - rows.min() + 1),
+                   int(cols.max() - cols.min() + 1))
+
     def contains(self, rows, cols) -> np.ndarray:
         rows, cols = np.asarray(rows), np.asarray(cols)
         return (

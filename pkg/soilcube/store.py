@@ -83,6 +83,11 @@ class CubeLayout:
 # --- repositories ----------------------------------------------------------------------------------------
 
 
+def _check_cube_name(name: str) -> None:
+    if name not in CUBE_NAMES:
+        raise ValueError(f"unknown cube {name!r}; cubes are {', '.join(CUBE_NAMES)}")
+
+
 def cube_url(store_url: str, name: str) -> str:
     """URL of the repository that holds cube `name` in the store at `store_url`."""
     return f"{store_url.rstrip('/')}/{name}"
@@ -246,8 +251,7 @@ def create_cube(
     `times` spans the whole period the cube will ever hold (e.g. every day of the years to process);
     see `cube_template` for the other arguments. Returns the snapshot id of the template commit.
     """
-    if name not in CUBE_NAMES:
-        raise ValueError(f"unknown cube {name!r}; cubes are {', '.join(CUBE_NAMES)}")
+    _check_cube_name(name)
     template, encoding = cube_template(
         window, times, variables=variables, extra_dims=extra_dims, layout=layout,
         attrs={"cube": name, **(attrs or {})}, variable_attrs=variable_attrs, status=status,
@@ -338,8 +342,7 @@ def write_dataset(
     For cubes that are rewritten as a whole, not sliced in time (the `visir_model` coefficients): each
     write is a new version on the main branch, earlier versions stay readable by snapshot id or tag.
     """
-    if name not in CUBE_NAMES:
-        raise ValueError(f"unknown cube {name!r}; known: {', '.join(CUBE_NAMES)}")
+    _check_cube_name(name)
     url = cube_url(store_url, name)
     try:
         repo = open_repository(url, storage_options)

@@ -77,14 +77,18 @@ def _arrays(refs: dict) -> dict[str, dict]:
     return {k[: -len("/.zarray")]: json.loads(v) for k, v in refs["refs"].items() if k.endswith("/.zarray")}
 
 
+def _attrs(refs: dict, path: str) -> dict:
+    return json.loads(refs["refs"].get(f"{path}/.zattrs", "{}"))
+
+
 def _dims(refs: dict, path: str) -> tuple[str, ...]:
-    return tuple(json.loads(refs["refs"].get(f"{path}/.zattrs", "{}")).get("_ARRAY_DIMENSIONS", ()))
+    return tuple(_attrs(refs, path).get("_ARRAY_DIMENSIONS", ()))
 
 
 def stacked_arrays(reader: Reader, refs: dict) -> dict[str, bool]:
     """The arrays that stack along time → whether they already have a (length-1) time axis."""
     stacked = {}
-    for path in _arrays(refs):
+    for path in (k[: -len("/.zarray")] for k in refs["refs"] if k.endswith("/.zarray")):
         dims = _dims(refs, path)
         if reader.varies_in_time(path, dims):
             stacked[path] = bool(dims) and dims[0] == "time"
@@ -97,7 +101,7 @@ def _layout(reader: Reader, refs: dict) -> str:
     arrays = _arrays(refs)
     layout = {}
     for path in sorted(stacked_arrays(reader, refs)):
-        attrs = json.loads(refs["refs"].get(f"{path}/.zattrs", "{}"))
+        attrs = _attrs(refs, path)
         decoding = {k: attrs.get(k) for k in ("scale_factor", "add_offset", "valid_min", "valid_max",
                                                "valid_range", "_ARRAY_DIMENSIONS")}
         layout[path] = [arrays[path], decoding]

@@ -182,8 +182,7 @@ class SmapL2E(Reader):
             cols = np.concatenate([s.cols[s.located] for s in swaths])
             if rows.size == 0:
                 raise ValueError("the SMAP L2 granules hold no located cell; give a window")
-            window = Window("M09", int(rows.min()), int(cols.min()),
-                            int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1))
+            window = Window.covering("M09", rows, cols)
         window = _m09_window(window)
         gridded = [self._grid(swath, window, variables) for swath in swaths]
         return xr.concat(gridded, dim="time").assign_coords(

@@ -52,8 +52,7 @@ def tiles_window(tiles: list[SinusoidalTile], grid_name: str) -> Window:
         ys.append(y)
     rows = np.clip(grid.row_of_y(np.concatenate(ys)), 0, grid.shape[0] - 1)
     cols = np.clip(grid.col_of_x(np.concatenate(xs)), 0, grid.shape[1] - 1)
-    return Window(grid_name, int(rows.min()), int(cols.min()),
-                  int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1))
+    return Window.covering(grid_name, rows, cols)
 
 
 def _gather(pieces: list, shape: tuple[int, int], dtype, missing) -> np.ndarray:

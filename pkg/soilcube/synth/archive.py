@@ -363,8 +363,11 @@ def build_archive(
         extra: dict[str, int] = {}
         try:
             first = start - timedelta(days=round(365.25 * gldas_years))
-            _historic(nature, out, bar, wanted, first, start - timedelta(days=1))
-            extra = _study_period(nature, out, bar, wanted, archive, storage_options)
+            # Built once for both periods: the 0.25° and 0.05° blocks and their static means are costly.
+            gldas = GldasWorld(nature) if "gldas" in wanted else None
+            ltdr = LtdrWorld(nature) if "ltdr_ndvi" in wanted else None
+            _historic(gldas, ltdr, out, bar, first, start - timedelta(days=1))
+            extra = _study_period(nature, gldas, ltdr, out, bar, wanted, archive, storage_options)
         finally:
             out.close()
     counts = {p: out.counts.get(p, 0) for p in GRANULE_PRODUCTS if p in wanted} | extra
@@ -372,11 +375,9 @@ def build_archive(
                           time.perf_counter() - began)
 
 
-def _historic(nature: NatureRun, out: _Writers, bar: Progress, wanted: set[str], first: date,
+def _historic(gldas: GldasWorld | None, ltdr: LtdrWorld | None, out: _Writers, bar: Progress, first: date,
               last: date) -> None:
     """GLDAS (the fit's time steps, from a 0.25° process run) and LTDR NDVI of the years before the study."""
-    gldas = GldasWorld(nature) if "gldas" in wanted else None
-    ltdr = LtdrWorld(nature) if "ltdr_ndvi" in wanted else None
     if last < first or not (gldas or ltdr):
         return
     days = (last - first).days + 1
@@ -392,15 +393,14 @@ def _historic(nature: NatureRun, out: _Writers, bar: Progress, wanted: set[str],
         bar.advance(task)
 
 
-def _study_period(nature: NatureRun, out: _Writers, bar: Progress, wanted: set[str], archive: str,
+def _study_period(nature: NatureRun, gldas: GldasWorld | None, ltdr: LtdrWorld | None, out: _Writers,
+                  bar: Progress, wanted: set[str], archive: str,
                   storage_options: dict | None) -> dict[str, int]:
     """Every product of the study period, one local day at a time; returns counts of the non-granule items."""
     m09 = nature.windows["M09"]
     truth = TruthCube(f"{archive}/truth.zarr", nature, storage_options) if "truth" in wanted else None
     viirs = ViirsWorld(nature) if {"viirs_lst", "viirs_lai"} & wanted else None
     l4 = SmapL4Model(nature) if "smap_l4" in wanted else None
-    gldas = GldasWorld(nature) if "gldas" in wanted else None
-    ltdr = LtdrWorld(nature) if "ltdr_ndvi" in wanted else None
     flights = {nature.local_day(hours(t)): t for t in campaign_times(nature)} if "campaign" in wanted else {}
     task = bar.add_task("nature run (days)", total=len(nature.days))
     for day in nature.days:
