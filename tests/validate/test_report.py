@@ -167,3 +167,25 @@ def test_write_report_with_scores_only(tmp_path):
     report = write_report({"smap_9km": {"R": 0.6, "ubRMSE": 0.04, "n": 120}}, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md", "scores.csv", "scores.json"]
     assert "| smap_9km | 0.6 | 0.04 | 120 |" in report.read_text()
+
+
+def test_map_sets_get_figures_of_their_own_and_scatter_wraps(tmp_path):
+    truth, products = _truth_and_products()
+    many = {f"{name} {k}": values + 0.01 * k for name, values in products.items() for k in range(3)}
+    figures = Figures(
+        scatter={name: (values, truth) for name, values in many.items()},  # 6 panels: 2 rows of 4
+        maps={"truth": truth.isel(time=0), "visir_1km_hybrid": products["visir_1km_hybrid"].isel(time=0)},
+        map_sets={
+            "1 km 3-hourly": {
+                "truth 1 km 3-hourly 2021-06-01 13:30": truth.isel(time=1),
+                "fused_3h": products["visir_1km_additive"].isel(time=1),
+            },
+        },
+    )
+    report = write_report({}, tmp_path, figures=figures).read_text()
+    for png in ("maps.png", "maps_1_km_3_hourly.png", "scatter_density.png"):
+        _assert_real_png(tmp_path / png)
+        assert f"({png})" in report
+    assert "### Maps, 1 km 3-hourly" in report
+    two_rows = imread(tmp_path / "scatter_density.png")
+    assert two_rows.shape[0] > 1.5 * imread(tmp_path / "maps_1_km_3_hourly.png").shape[0]

@@ -29,6 +29,7 @@ PRODUCT_KEYS = (
 SCORE_KEYS = ("R", "R2", "bias", "RMSE", "ubRMSE", "MAE", "SSD", "SSD_ref", "KGE", "n", "artifact_index")
 COMPARISONS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 MAX_SERIES_CELLS = 4
+MAX_SCATTER_COLUMNS = 4
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Figures:
     - ``timeseries``: {product: matchups Dataset from ``insitu.matchup``} → in situ and product over time for
       up to four cells per product;
     - ``maps``: {name: 2-D (y, x) field of one day}, the reference first → panels side by side on one scale;
+    - ``map_sets``: {caption: maps as above} → one more such figure per caption (``maps_<caption>.png``);
     - ``boxplots``: {title: long DataFrame with columns stratum, product, value} → boxes per stratum and
       product (e.g. per-cell ubRMSE by land cover, from ``insitu.cell_scores``).
     """
@@ -46,6 +48,7 @@ class Figures:
     scatter: dict[str, tuple[xr.DataArray, xr.DataArray]] = field(default_factory=dict)
     timeseries: dict[str, xr.Dataset] = field(default_factory=dict)
     maps: dict[str, xr.DataArray] = field(default_factory=dict)
+    map_sets: dict[str, dict[str, xr.DataArray]] = field(default_factory=dict)
     boxplots: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
@@ -140,6 +143,8 @@ def write_report(
         drawn.append((f"Station time series: {product}", _draw_timeseries(product, matchups, png)))
     if figures.maps:
         drawn.append(("Maps", _draw_maps(figures.maps, out / "maps.png")))
+    for caption, fields in figures.map_sets.items():
+        drawn.append((f"Maps, {caption}", _draw_maps(fields, out / f"maps_{_slug(caption)}.png")))
     for name, frame in figures.boxplots.items():
         drawn.append((name, _draw_boxplot(name, frame, out / f"boxplot_{_slug(name)}.png")))
     if drawn:
@@ -176,9 +181,13 @@ def _save(figure: Figure, path: Path) -> Path:
 
 
 def _draw_scatter(pairs: dict[str, tuple[xr.DataArray, xr.DataArray]], path: Path) -> Path:
-    figure = Figure(figsize=(4 * len(pairs), 4), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(1, len(pairs), squeeze=False)[0])
-    for ax, (product, (values, reference)) in zip(axes, pairs.items(), strict=True):
+    ncols = min(len(pairs), MAX_SCATTER_COLUMNS)
+    nrows = -(-len(pairs) // ncols)
+    figure = Figure(figsize=(4 * ncols, 4 * nrows), layout="constrained")
+    axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(pairs) :]:
+        ax.set_axis_off()
+    for ax, (product, (values, reference)) in zip(axes, pairs.items(), strict=False):
         values, reference = xr.align(values, reference, join="inner")
         x, y = np.ravel(reference.values), np.ravel(values.values)
         valid = np.isfinite(x) & np.isfinite(y)
