@@ -163,14 +163,25 @@ def _reference_imresize(image, out_shape):
     scales = [out_shape[k] / image.shape[k] for k in range(2)]
     result = [list(map(float, row)) for row in image]
     for dim in sorted(range(2), key=lambda k: scales[k]):
-        weights, indices = _reference_contributions(len(result) if dim == 0 else len(result[0]),
-                                                    out_shape[dim], scales[dim])
+        weights, indices = _reference_contributions(
+            len(result) if dim == 0 else len(result[0]), out_shape[dim], scales[dim]
+        )
         if dim == 0:
-            result = [[sum(w * result[i][c] for w, i in zip(weights[r], indices[r], strict=True))
-                       for c in range(len(result[0]))] for r in range(out_shape[0])]
+            result = [
+                [
+                    sum(w * result[i][c] for w, i in zip(weights[r], indices[r], strict=True))
+                    for c in range(len(result[0]))
+                ]
+                for r in range(out_shape[0])
+            ]
         else:
-            result = [[sum(w * row[i] for w, i in zip(weights[c], indices[c], strict=True))
-                       for c in range(out_shape[1])] for row in result]
+            result = [
+                [
+                    sum(w * row[i] for w, i in zip(weights[c], indices[c], strict=True))
+                    for c in range(out_shape[1])
+                ]
+                for row in result
+            ]
     return np.array(result)
 
 
