@@ -205,15 +205,24 @@ def validate(
         str | None, typer.Option(help="truth cube URL (synthetic archive: <archive>/truth.zarr)")
     ] = None,
     insitu: Annotated[Path | None, typer.Option(help="ISMN download folder or zip")] = None,
+    archive: Annotated[
+        str | None, typer.Option(help="granule archive URL: also score SMAP L4 bicubic-interpolated to 1 km")
+    ] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="write {product: {metric: value}}")] = None,
     config: ConfigOption = None,
 ):
-    """Score the cubes against a truth and/or stations; write a Markdown report with tables and figures."""
+    """Score the cubes (and, with --archive, SMAP L4 bicubic at 1 km) against a truth and/or stations; write
+    a Markdown report with tables and figures."""
     from soilcube.validate.osse import validate_store
 
-    s = _settings(config, store=store)
+    s = _settings(config, store=store, archive=archive)
     scores = validate_store(
-        _require(s.store, "store"), out, truth_url=truth, insitu_dir=insitu, storage_options=s.storage_options
+        _require(s.store, "store"),
+        out,
+        truth_url=truth,
+        insitu_dir=insitu,
+        archive_url=s.archive,
+        storage_options=s.storage_options,
     )
     _print_scores(scores)
     console.print(f"report: {out / 'report.md'}")
