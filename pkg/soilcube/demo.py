@@ -77,6 +77,7 @@ def run_demo(
             report_dir,
             truth_url=f"{archive}/truth.zarr",
             insitu_dir=_local_insitu(archive, storage_options, Path(workdir)),
+            archive_url=archive,
             storage_options=storage_options,
         )
     console.print(f"report: {report_dir / 'report.md'}")
