@@ -7,7 +7,13 @@ import pytest
 import xarray as xr
 
 from soilcube.grids import Window, parent_index
-from soilcube.validate.diagnostics import artifact_index, bias_by_range, dynamic_range, spatial_scores
+from soilcube.validate.diagnostics import (
+    artifact_index,
+    bias_by_range,
+    dynamic_range,
+    spatial_scores,
+    subcell_scores,
+)
 from soilcube.validate.metrics import score
 
 COARSE = Window("M09", 330, 890, 4, 5)
@@ -161,3 +167,33 @@ def test_bias_by_range_per_time_and_custom_edges():
     assert (result["bias"].sel(sm_range="0.00–0.25") > 0).all()
     assert (result["bias"].sel(sm_range="0.25–0.50") < 0).all()
     assert (result["n"].sum("sm_range") == 36 * 45).all()
+
+
+@pytest.mark.parametrize("grid", ["M01", "M400"])
+def test_subcell_scores_split_static_and_dynamic_structure_inside_the_9km_cells(grid):
+    fine = _fine(grid)
+    parents = parent_index(fine, COARSE)
+    rng = np.random.default_rng(4)
+    shape = (6, fine.nrows, fine.ncols)
+    dims = ("time", "y", "x")
+    cells = rng.normal(0.25, 0.05, (6, *COARSE.shape))[:, parents[0]][:, :, parents[1]]
+    static, dynamic = rng.normal(0, 0.02, shape[1:]), rng.normal(0, 0.01, shape)
+    truth = xr.DataArray(cells + static + dynamic, dims=dims)
+
+    perfect = subcell_scores(truth, truth, parents)
+    assert perfect["subcell_R_static"] == pytest.approx(1)
+    assert perfect["subcell_R_dynamic"] == pytest.approx(1)
+    # Anomalies from the cell means: the 9 km-cell means' own errors (any per-scene cell offset) do not count.
+    offsets = rng.normal(0, 0.05, (6, *COARSE.shape))[:, parents[0]][:, :, parents[1]]
+    assert subcell_scores(truth + offsets, truth, parents) == pytest.approx(perfect)
+    # A 9 km field on the fine grid has no structure inside its cells.
+    coarse_only = subcell_scores(xr.DataArray(cells, dims=dims), truth, parents)
+    assert coarse_only["subcell_std_static"] < 1e-12 and np.isnan(coarse_only["subcell_R_static"])
+    assert coarse_only["subcell_std_dynamic_ref"] == pytest.approx(perfect["subcell_std_dynamic_ref"])
+    # Right static pattern, no dynamics: static R 1, no dynamic structure.
+    static_only = subcell_scores(xr.DataArray(cells + static, dims=dims), truth, parents)
+    assert static_only["subcell_R_static"] > 0.97 and np.isnan(static_only["subcell_R_dynamic"])
+    # Independent noise of the dynamic part's size halves the dynamic R², not the static one.
+    noisy = subcell_scores(truth + rng.normal(0, 0.01, shape), truth, parents)
+    assert noisy["subcell_R_dynamic"] ** 2 == pytest.approx(0.5, abs=0.05)
+    assert noisy["subcell_R_static"] > 0.95

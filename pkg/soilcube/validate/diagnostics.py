@@ -123,3 +123,42 @@ def artifact_index(
     edge_mean = sums["edge"] / counts["edge"].where(counts["edge"] > 0)
     inside_mean = sums["inside"] / counts["inside"].where(counts["inside"] > 0)
     return (edge_mean / inside_mean.where(inside_mean > 0)).rename("artifact_index")
+
+
+def subcell_scores(
+    product: xr.DataArray,
+    reference: xr.DataArray,
+    parent_cells: tuple[np.ndarray, np.ndarray],
+    fine_dims=SPATIAL_DIMS,
+) -> dict[str, float]:
+    """How much of the reference's structure *inside* the 9 km cells a product reproduces.
+
+    Each scene's anomalies from its 9 km cell means (cells from ``parent_cells`` as in `artifact_index`)
+    split into a static part (each pixel's mean anomaly over the scenes, i.e. over every dim but
+    ``fine_dims``) and a dynamic part (the rest). For each part: the product's and the reference's standard
+    deviation and their Pearson R pooled over all pixels (and scenes). Temporal per-pixel scores such as
+    ubRMSE only see the dynamic part; a 9 km field copied to the fine grid has no sub-cell structure
+    (std 0, R NaN). Pass fields masked to common valid samples.
+    """
+    rows, cols = (np.asarray(t) for t in parent_cells)
+    label = np.where((rows[:, None] >= 0) & (cols[None, :] >= 0), rows[:, None] * (cols.max() + 1) + cols, -1)
+    cell = xr.DataArray(label, dims=fine_dims, name="cell")
+    scene_dims = [d for d in product.dims if d not in fine_dims]
+    anomalies = {}
+    for name, field in (("product", product), ("reference", reference)):
+        field = field.where(cell >= 0)
+        means = xarray_reduce(field, cell, func="nanmean", dim=fine_dims)
+        anomalies[name] = field - means.sel(cell=cell).drop_vars("cell")
+    both = anomalies["product"].notnull() & anomalies["reference"].notnull()
+    result = {}
+    static = {name: a.where(both).mean(scene_dims) for name, a in anomalies.items()}
+    dynamic = {name: a.where(both) - static[name] for name, a in anomalies.items()}
+    for part, values in (("static", static), ("dynamic", dynamic)):
+        p, r = (np.asarray(values[name]).ravel() for name in ("product", "reference"))
+        keep = np.isfinite(p) & np.isfinite(r)
+        p, r = p[keep], r[keep]
+        result[f"subcell_std_{part}"] = float(p.std()) if p.size else np.nan
+        result[f"subcell_std_{part}_ref"] = float(r.std()) if r.size else np.nan
+        varies = p.size > 1 and p.std() > 1e-9 and r.std() > 1e-9  # m³/m³: below is round-off
+        result[f"subcell_R_{part}"] = float(np.corrcoef(p, r)[0, 1]) if varies else np.nan
+    return result

@@ -37,7 +37,7 @@ from soilcube.resample import bicubic
 from soilcube.sources import open_granules
 from soilcube.store import cube_url
 from soilcube.validate import insitu
-from soilcube.validate.diagnostics import artifact_index, bias_by_range, dynamic_range
+from soilcube.validate.diagnostics import artifact_index, bias_by_range, dynamic_range, subcell_scores
 from soilcube.validate.metrics import score
 from soilcube.validate.report import Figures, scores_json, write_report
 
@@ -240,14 +240,19 @@ def _score_group(group: ScoringGroup, scores, tables, figures: Figures, min_coun
         when = pd.Timestamp(group.truth["time"].values[scene["time"]])
         truth_name += f" {when:%Y-%m-%d}" + ("" if when == when.normalize() else f" {when:%H:%M}")
     maps = {truth_name: group.truth.isel(scene)}
+    structure = {}
     for key, field in group.fields.items():
         product, reference = field.where(valid), group.truth.where(valid)
+        structure[key] = subcell_scores(product, reference, parents)
         maps[key] = field.isel(scene)
         figures.scatter[key] = (product, reference)
         tables[f"bias by soil-moisture range: {key}"] = (
             bias_by_range(product, reference).to_dataframe().reset_index()
         )
         tables[f"dynamic range: {key}"] = dynamic_range(product, reference).to_dataframe().reset_index()
+    tables[f"structure inside the 9 km cells, {group.label}"] = pd.DataFrame.from_dict(
+        structure, orient="index"
+    ).rename_axis("product")
     if group.own_figure:
         figures.map_sets[group.label] = maps
     else:
