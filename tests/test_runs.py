@@ -5,6 +5,7 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import xarray as xr
@@ -142,7 +143,18 @@ def _local_day_of(granule_name: str) -> date:
     return (stamp - np.timedelta64(390, "m")).astype("datetime64[D]").astype(date)
 
 
-def test_missing_smap_half_orbit_and_corrupt_granule(pristine_archive, downscaled, tmp_path):
+def _cloud_over(granule: Path) -> None:
+    """Rewrite a VNP21A1 tile as all cloud: LST fill and QC 'not produced due to cloud' (mandatory bits 2,
+    cloud bits 2) wherever the tile had data."""
+    fields = "HDFEOS/GRIDS/VIIRS_Grid_Daily_1km_LST21/Data Fields"
+    with h5py.File(granule, "r+") as h5:
+        qc = h5[f"{fields}/QC"][...]
+        produced = (qc & 0b11) != 0b11
+        h5[f"{fields}/QC"][...] = np.where(produced, 0b10 | (0b10 << 4), qc)
+        h5[f"{fields}/LST_1KM"][...] = 0
+
+
+def test_missing_smap_half_orbit_corrupt_granule_and_all_cloud_day(pristine_archive, downscaled, tmp_path):
     by_day: dict[date, list[str]] = {}
     for granule in sorted((pristine_archive / "smap_l2e").glob("SMAP_L2_SM_P_E_*_D_*.h5")):
         by_day.setdefault(_local_day_of(granule.name), []).append(granule.name)
@@ -152,11 +164,14 @@ def test_missing_smap_half_orbit_and_corrupt_granule(pristine_archive, downscale
         if len(names) == 1 and d in DAYS and np.isfinite(_slice(downscaled, d, "AM")["sm"].values).any()
     )
     corrupt_day = next(d for d in DAYS if d != victim_day)
+    cloudy_day = next(d for d in DAYS if d not in (victim_day, corrupt_day))
 
     def damage(archive):
         (archive / "smap_l2e" / by_day[victim_day][0]).unlink()
         tile = sorted((archive / "viirs_lst").glob(f"VNP21A1D.A{corrupt_day:%Y%j}.*.h5"))[0]
         tile.write_bytes(tile.read_bytes()[:2000])  # a truncated download
+        for tile in (archive / "viirs_lst").glob(f"VNP21A1D.A{cloudy_day:%Y%j}.*.h5"):
+            _cloud_over(tile)
 
     settings, report = _copy_and_damage(pristine_archive, tmp_path, damage)
     assert [name for name in report.failed if f"VNP21A1D.A{corrupt_day:%Y%j}" in name]
@@ -164,7 +179,11 @@ def test_missing_smap_half_orbit_and_corrupt_granule(pristine_archive, downscale
     assert np.isnan(am["sm"].values).all() and np.all(am["qa"].values & QA.NO_SMAP)
     damaged = _slice(settings, corrupt_day, "AM")
     assert (damaged["qa"].values & QA.NO_DELTA_T).any()
-    intact = [d for d in DAYS if d not in (victim_day, corrupt_day)]
+    # An all-cloud day: no day LST, so both overpasses of that day are NaN, each pixel saying why.
+    for overpass in ("AM", "PM"):
+        cloudy = _slice(settings, cloudy_day, overpass)
+        assert np.isnan(cloudy["sm"].values).all() and np.all(cloudy["qa"].values & QA.NO_DELTA_T)
+    intact = [d for d in DAYS if d not in (victim_day, corrupt_day, cloudy_day)]
     for day in intact:
         np.testing.assert_array_equal(
             _slice(settings, day, "AM")["sm"].values, _slice(downscaled, day, "AM")["sm"].values
