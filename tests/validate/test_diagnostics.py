@@ -188,7 +188,7 @@ def test_subcell_scores_split_static_and_dynamic_structure_inside_the_9km_cells(
     assert subcell_scores(truth + offsets, truth, parents) == pytest.approx(perfect)
     # A 9 km field on the fine grid has no structure inside its cells.
     coarse_only = subcell_scores(xr.DataArray(cells, dims=dims), truth, parents)
-    assert coarse_only["subcell_std_static"] < 1e-12 and np.isnan(coarse_only["subcell_R_static"])
+    assert coarse_only["subcell_std_static"] < 1e-6 and np.isnan(coarse_only["subcell_R_static"])
     assert coarse_only["subcell_std_dynamic_ref"] == pytest.approx(perfect["subcell_std_dynamic_ref"])
     # Right static pattern, no dynamics: static R 1, no dynamic structure.
     static_only = subcell_scores(xr.DataArray(cells + static, dims=dims), truth, parents)

@@ -159,6 +159,6 @@ def subcell_scores(
         p, r = p[keep], r[keep]
         result[f"subcell_std_{part}"] = float(p.std()) if p.size else np.nan
         result[f"subcell_std_{part}_ref"] = float(r.std()) if r.size else np.nan
-        varies = p.size > 1 and p.std() > 1e-9 and r.std() > 1e-9  # m³/m³: below is round-off
+        varies = p.size > 1 and p.std() > 1e-6 and r.std() > 1e-6  # m³/m³: float32 round-off below
         result[f"subcell_R_{part}"] = float(np.corrcoef(p, r)[0, 1]) if varies else np.nan
     return result
