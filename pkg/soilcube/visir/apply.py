@@ -1,21 +1,25 @@
 """Apply the θ–ΔT model to fine LST: vegetation classes, day–night differences, per-pixel coefficients.
 
-Everything is chunk-wise: the model tables are small and travel whole to every chunk, while the fine
-arrays (a global 400 m day is 36540 × 86760 pixels) are processed block by block with `apply_ufunc`
-(dask="parallelized"), so memory stays bounded by the chunk size.
+Everything is chunk-wise: the coefficients of the model cells and groups a call reaches are flattened once
+(`apply_tables`) and shared by every chunk, while the fine arrays (a global 400 m day is 36540 × 86760
+pixels) are processed chunk by chunk by the compiled kernel (`kernel.theta_plane`), so memory stays bounded
+by the chunk size. `correct.downscale_and_correct` runs the same per-pixel code fused with the correction.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
 
-from soilcube.visir.qa import QA, flag_where, qa_attrs
+from soilcube.visir.kernel import theta_plane
+from soilcube.visir.qa import qa_attrs
+from soilcube.visir.tiles import halo_spans, tile_map
 
 OVERPASSES = ("AM", "PM")
 # SMAP 06:00 (AM) pairs with the night LST of the same day; SMAP 18:00 (PM) with the night that follows it.
 NIGHT_OFFSET_DAYS = {"AM": 0, "PM": 1}
 VEGETATION_METHODS = ("ndvi", "lai_minmax")
 MODEL_GROUP_DIMS = ("overpass", "month", "veg_class")
-TABLE_DIMS = ("model_row", "model_col", "model_group")
 
 
 def ndvi_class(ndvi: xr.DataArray, n_classes: int = 10) -> xr.DataArray:
@@ -68,38 +72,118 @@ def delta_t(lst_day: xr.DataArray, lst_night: xr.DataArray, overpass: str) -> xr
     return difference.rename("delta_t").assign_attrs(attrs)
 
 
-def _group_index(delta_t: xr.DataArray, veg_class: xr.DataArray, model: xr.Dataset) -> xr.DataArray:
-    """Position of each pixel's (overpass, month, class) in the model's flattened group axis; NaN = none."""
-    n_classes = model.sizes["veg_class"]
-    group = veg_class.where((veg_class >= 0) & (veg_class < n_classes)).astype(np.float64)
-    stride = n_classes
-    if "month" in model.dims:
-        group = group + stride * (delta_t["time"].dt.month - 1)
-        stride *= 12
-    if "overpass" in model.dims:
+@dataclass(frozen=True)
+class ApplyTables:
+    """What the kernels need of the model for one call: the coefficients of the model cells and groups the
+    call reaches, flattened, and the offsets into them.
+
+    Flat index of a pixel's coefficients = row_base[fine row] + group0[lead step] + col_base[fine column]
+    + class, over a (model row, model column, group, class) table restricted to the rows and columns that
+    the fine window reaches and to the groups (overpass, month) of its steps; −1 bases mark pixels outside
+    the model grid.
+    """
+
+    a0: np.ndarray
+    a1: np.ndarray
+    borrowed: np.ndarray
+    n_classes: int
+    row_base: np.ndarray
+    col_base: np.ndarray
+    group0: np.ndarray
+
+
+def _group_blocks(delta_t: xr.DataArray, coefficients: xr.Dataset, lead_dims) -> np.ndarray:
+    """Per lead step of `delta_t`, the index of its (overpass, month) block on the model's group axis,
+    which runs overpass-major, month, then veg_class fastest."""
+    block, stride = xr.DataArray(0), 1
+    if "month" in coefficients.dims:
+        if "time" not in delta_t.coords:
+            raise ValueError("the model is fitted by month: delta_t needs a 'time' coordinate")
+        block = block + (delta_t["time"].dt.month - 1)
+        stride = 12
+    if "overpass" in coefficients.dims:
         if "overpass" not in delta_t.coords:
             raise ValueError("the model is fitted per overpass: delta_t needs an 'overpass' coordinate")
         overpass = delta_t["overpass"]
-        position = model.get_index("overpass").get_indexer(np.atleast_1d(overpass.values))
+        position = coefficients.get_index("overpass").get_indexer(np.atleast_1d(overpass.values))
         if (position < 0).any():
-            raise ValueError(f"overpass {overpass.values} not in the model ({model['overpass'].values})")
-        group = group + stride * xr.DataArray(position.reshape(overpass.shape), dims=overpass.dims)
-    return group
+            raise ValueError(
+                f"overpass {overpass.values} not in the model ({coefficients['overpass'].values})"
+            )
+        block = block + stride * xr.DataArray(position.reshape(overpass.shape), dims=overpass.dims)
+    template = xr.DataArray(np.zeros([delta_t.sizes[d] for d in lead_dims], np.int8), dims=lead_dims)
+    block = block.drop_vars(list(block.coords))
+    return np.asarray(xr.broadcast(block, template)[0].transpose(*lead_dims).values, dtype=np.int64)
 
 
-def _downscale_block(dt, group, rows, cols, a0, a1, borrowed):
-    n_model_cols, n_groups = a0.shape[1], a0.shape[2]
-    inside = (rows >= 0) & (cols >= 0) & np.isfinite(group)
-    cell = rows * n_model_cols + cols
-    index = np.where(inside, cell * n_groups + np.nan_to_num(group).astype(np.int64), 0)
-    theta = np.where(inside, a0.reshape(-1)[index] + a1.reshape(-1)[index] * dt, np.nan)
-    nonpositive = theta <= 0
-    qa = (
-        flag_where(np.isnan(dt), QA.NO_DELTA_T)
-        | flag_where(inside & (borrowed.reshape(-1)[index] > 0), QA.CLASS_BORROWED)
-        | flag_where(nonpositive, QA.OUT_OF_RANGE)
+def apply_tables(
+    delta_t: xr.DataArray, model: xr.Dataset, cell_index: tuple[np.ndarray, np.ndarray], lead_dims
+) -> ApplyTables:
+    """The `ApplyTables` of `model` for `delta_t` (lead dims `lead_dims`) on the fine rows and columns of
+    `cell_index` (see `downscale`)."""
+    model_dims = [d for d in model["a0"].dims if d not in MODEL_GROUP_DIMS]
+    if len(model_dims) != 2:
+        raise ValueError(f"the model needs exactly two spatial dims, got {model_dims}")
+    group_dims = [d for d in MODEL_GROUP_DIMS if d in model.dims]
+    coefficients = model[["a0", "a1", "borrowed"]].transpose(*model_dims, *group_dims)
+    if "month" in coefficients.dims:
+        coefficients = coefficients.reindex(month=np.arange(1, 13))
+    n_classes = coefficients.sizes["veg_class"]
+    n_rows, n_cols = (coefficients.sizes[d] for d in model_dims)
+    blocks = _group_blocks(delta_t, coefficients, lead_dims)
+    used, position = np.unique(blocks, return_inverse=True)
+    rows, cols = (np.asarray(t, dtype=np.int64) for t in cell_index)
+    spans = []
+    for table in (rows, cols):
+        inside = table[table >= 0]
+        spans.append((int(inside.min()), int(inside.max()) + 1) if inside.size else (0, 0))
+    (r0, r1), (c0, c1) = spans
+
+    def flat(name, dtype):
+        values = np.asarray(coefficients[name].values).reshape(n_rows, n_cols, -1, n_classes)
+        return np.ascontiguousarray(values[r0:r1, c0:c1][:, :, used], dtype=dtype).reshape(-1)
+
+    row_stride, col_stride = (c1 - c0) * used.size * n_classes, used.size * n_classes
+    return ApplyTables(
+        a0=flat("a0", np.float64),
+        a1=flat("a1", np.float64),
+        borrowed=flat("borrowed", np.uint8),
+        n_classes=n_classes,
+        row_base=np.where(rows >= 0, (rows - r0) * row_stride, -1),
+        col_base=np.where(cols >= 0, (cols - c0) * col_stride, -1),
+        group0=(position.reshape(blocks.shape) * n_classes).astype(np.int64),
     )
-    return np.where(nonpositive, np.nan, theta), qa
+
+
+def broadcast_fine(
+    arrays: list[xr.DataArray], fine_dims
+) -> tuple[list[xr.DataArray], list[str], tuple | None]:
+    """`arrays` aligned (exactly), broadcast against each other and transposed to (*lead, *fine_dims):
+    (arrays, lead dims, chunks). With any of them dask-backed all are, with the chunks of the first dask
+    one (a dim it lacked is one chunk); chunks is None when all are numpy."""
+    arrays = list(xr.align(*arrays, join="exact"))
+    first_lazy = next((k for k, a in enumerate(arrays) if a.chunks is not None), None)
+    if first_lazy is not None:  # numpy inputs enter the graph once, before broadcasting
+        arrays = [a if a.chunks is not None else a.chunk() for a in arrays]
+    arrays = list(xr.broadcast(*arrays))
+    lead = [d for d in arrays[0].dims if d not in fine_dims]
+    arrays = [a.transpose(*lead, *fine_dims) for a in arrays]
+    if first_lazy is None:
+        return arrays, lead, None
+    chunks = arrays[first_lazy].chunks
+    return [a.chunk(dict(zip(a.dims, chunks, strict=True))) for a in arrays], lead, chunks
+
+
+def _theta_tile(fine, coarse, tables: ApplyTables, *, own, region, lead):
+    dt, veg = fine
+    theta = np.empty(dt.shape, np.float64)
+    qa = np.empty(dt.shape, np.uint8)
+    group0 = tables.group0[lead]
+    row_base, col_base = tables.row_base[region[0] : region[1]], tables.col_base[region[2] : region[3]]
+    for step in np.ndindex(dt.shape[:-2]):
+        theta_plane(dt[step], veg[step], group0[step], row_base, col_base, tables.n_classes, tables.a0,
+                    tables.a1, tables.borrowed, theta[step], qa[step])
+    return theta, qa
 
 
 def downscale(
@@ -121,40 +205,27 @@ def downscale(
 
     Returns `sm` (m³/m³; θ ≤ 0 → NaN, as the public code) and `qa` (NO_DELTA_T where ΔT is missing,
     CLASS_BORROWED where the class borrowed its coefficients, OUT_OF_RANGE where θ ≤ 0). A pixel outside
-    the model grid, or whose class is NaN or ≥ the model's classes, is NaN. The model is loaded into
-    memory (a few tables of model cells × groups) and shared by every chunk; with dask inputs the
-    result is lazy and keeps their chunks.
+    the model grid, or whose class is NaN or ≥ the model's classes, is NaN. The arithmetic is the compiled
+    kernel `kernel.theta_plane` (the same per-pixel code as the fused `correct.downscale_and_correct`);
+    the coefficients of the cells and groups the call reaches are loaded into memory and shared by every
+    chunk; with dask inputs the result is lazy and keeps their chunks.
     """
-    model_dims = [d for d in model["a0"].dims if d not in MODEL_GROUP_DIMS]
-    if len(model_dims) != 2:
-        raise ValueError(f"the model needs exactly two spatial dims, got {model_dims}")
-    group_dims = [d for d in MODEL_GROUP_DIMS if d in model.dims]
-    coefficients = model[["a0", "a1", "borrowed"]].transpose(*model_dims, *group_dims)
-    if "month" in coefficients.dims:
-        coefficients = coefficients.reindex(month=np.arange(1, 13))
-    n_rows, n_cols = (coefficients.sizes[d] for d in model_dims)
-    # (model row, model column, group) tables whose group axis runs overpass-major, veg_class fastest,
-    # as `_group_index` counts
-    tables = [
-        xr.DataArray(np.asarray(coefficients[name].values).reshape(n_rows, n_cols, -1), dims=TABLE_DIMS)
-        for name in ("a0", "a1", "borrowed")
-    ]
-    rows, cols = (xr.DataArray(np.asarray(t), dims=d) for t, d in zip(cell_index, fine_dims, strict=True))
-    theta, qa = xr.apply_ufunc(
-        _downscale_block,
-        delta_t,
-        _group_index(delta_t, veg_class, coefficients),
-        rows,
-        cols,
-        *tables,
-        input_core_dims=[[], [], [], [], TABLE_DIMS, TABLE_DIMS, TABLE_DIMS],
-        output_core_dims=[[], []],
-        dask="parallelized",
-        output_dtypes=[np.float64, np.uint8],
-    )
+    (dt, veg), lead, chunks = broadcast_fine([delta_t, veg_class], fine_dims)
+    tables = apply_tables(dt, model, cell_index, lead)
+    whole = (0, dt.shape[-2], 0, dt.shape[-1])
+    if chunks is None:
+        theta, qa = _theta_tile([dt.values, veg.values], None, tables, own=whole, region=whole,
+                                lead=(slice(None),) * len(lead))
+    else:
+        own = (halo_spans(None, 0, chunks[-2]), halo_spans(None, 0, chunks[-1]))
+        theta, qa = tile_map(_theta_tile, [dt.data, veg.data], None, tables, spans=own,
+                             outputs=[(np.float64, ()), (np.uint8, ())], name="visir-downscale")
+    coords = dt.coords
     return xr.Dataset(
         {
-            "sm": theta.assign_attrs(units="m3 m-3", long_name="downscaled soil moisture (uncorrected)"),
-            "qa": qa.assign_attrs(qa_attrs()),
+            "sm": xr.DataArray(theta, dims=dt.dims, coords=coords).assign_attrs(
+                units="m3 m-3", long_name="downscaled soil moisture (uncorrected)"
+            ),
+            "qa": xr.DataArray(qa, dims=dt.dims, coords=coords).assign_attrs(qa_attrs()),
         }
     )

@@ -8,13 +8,19 @@ footprint around that cell, σ = population standard deviation (ddof=0) of the f
 itself. α and the correction are therefore constant within a 9 km cell.
 
 Fine pixel → 9 km cell is the lookup of `grids.parent_index` (the cell holding the pixel centre), so M01
-(nested 9×) and M400 (22.5×, not nested) work alike. The work runs in three vectorised steps:
+(nested 9×) and M400 (22.5×, not nested) work alike. The work is one compiled pass (`kernel.correct_plane`)
+over the fine pixels, band of 9 km cell rows by band:
 
-1. per-9 km-cell sums of θ, θ² and counts of valid θ: two 1-D grouped reductions (flox) over the fine
-   columns then rows, so no 2-D label array of the fine grid is ever built and dask inputs stream;
+1. per-9 km-cell sums of θ, θ² and counts of valid θ (θ computed from ΔT on the fly in
+   `downscale_and_correct`, the fused apply + correct; read in `correct_to_smap`);
 2. footprint means as a separable box filter of those sums and counts over neighbouring 9 km cells;
-3. an elementwise pass over the fine pixels, chunk by chunk, that looks up Θ, θ̄ and σ of each pixel's
-   cell.
+3. the elementwise correction of the band's pixels with Θ, θ̄ and σ of each pixel's cell, while the band
+   is still in cache.
+
+With dask inputs each output chunk is one task over the chunk plus a halo: every fine pixel of the 9 km
+cells within the footprint's reach of the chunk's own cells (`tiles.halo_spans`); sums run in an order
+fixed by the cells, so the tiles reproduce the whole-window result exactly and memory is bounded by the
+chunk size. SMAP enters whole per time step (9 km: small).
 
 Footprint (`footprint_weights`): a footprint of F km around a 9 km cell is the square of side F centred on
 the cell, i.e. F/9 cells wide. Each neighbouring cell counts with the fraction of it that the square
@@ -37,12 +43,15 @@ SMAP value (or that lie outside the 9 km window) are NaN with QA NO_SMAP.
 ~1e-8 m³/m³, so a constant cell gets α of order 1e-7 rather than exactly 0.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import xarray as xr
-from flox.xarray import xarray_reduce
-from scipy.ndimage import correlate1d
 
-from soilcube.visir.qa import QA, flag_where, qa_attrs
+from soilcube.visir.apply import ApplyTables, apply_tables, broadcast_fine
+from soilcube.visir.kernel import ADDITIVE, HYBRID, MODE_APPLY, MODE_THETA, correct_plane
+from soilcube.visir.qa import qa_attrs
+from soilcube.visir.tiles import as_dask, check_monotone, halo_spans, tile_map
 
 METHODS = ("hybrid", "additive")
 CELL_KM = 9.0
@@ -59,96 +68,146 @@ def footprint_weights(footprint_km: float, cell_km: float = CELL_KM) -> np.ndarr
     return np.clip(np.minimum(offsets + 0.5, half) - np.maximum(offsets - 0.5, -half), 0.0, 1.0)
 
 
-def take_cells(table: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """table[..., rows, cols] broadcast over a fine block; NaN where a row or column is −1 (outside).
+@dataclass(frozen=True)
+class Correction:
+    """One correction to SMAP 9 km (module docstring): the hybrid of the paper or the public code's
+    additive form (``Correction("additive", footprint_km=33)``)."""
 
-    `table` holds the coarse grid in its last two axes, after leading axes that broadcast against the fine
-    block (time, overpass); `rows` and `cols` broadcast against each other to the block's last axes.
-    """
-    n_rows, n_cols = table.shape[-2:]
-    flat = table.reshape(table.shape[:-2] + (n_rows * n_cols,))
-    inside = (rows >= 0) & (cols >= 0)
-    index = np.where(inside, rows * n_cols + cols, 0)
-    ndim = max(flat.ndim - 1, index.ndim)
-    flat = flat.reshape((1,) * (ndim + 1 - flat.ndim) + flat.shape)
-    index = index.reshape((1,) * (ndim - index.ndim) + index.shape)
-    values = np.take_along_axis(flat, index[..., None], axis=-1)[..., 0]
-    return np.where(inside, values, np.nan)
+    method: str = "hybrid"
+    k: float = 0.02
+    footprint_km: float = 36.0
+    ratio_min_mean: float = 0.01
+    valid_range: tuple[float, float] = (0.0, 0.6)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown correction method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.k < 0:
+            raise ValueError(f"k must be ≥ 0, got {self.k}")
+
+    def attrs(self) -> dict:
+        return {"units": "m3 m-3", "long_name": "soil moisture corrected to SMAP 9 km", "method": self.method,
+                "k": self.k, "footprint_km": self.footprint_km}
 
 
-def _cell_sums(theta: xr.DataArray, rows, cols, shape, fine_dims) -> xr.Dataset:
-    """Sum of θ, of θ² and count of valid θ per 9 km cell; fine pixels with label −1 are skipped."""
-    terms = xr.Dataset({"s1": theta, "s2": theta**2, "n": theta.notnull().astype(np.float64)})
-    by_col = xarray_reduce(
-        terms,
-        xr.DataArray(cols, dims=fine_dims[1], name=COARSE_DIMS[1]),
-        func="nansum",
-        dim=fine_dims[1],
-        expected_groups=np.arange(shape[1]),
-        fill_value=0,
+@dataclass(frozen=True)
+class _Plan:
+    """Everything the tiles share (one key in a dask graph)."""
+
+    mode: int
+    tables: ApplyTables | None
+    rows: np.ndarray
+    cols: np.ndarray
+    weights: np.ndarray
+    methods: np.ndarray
+    ks: np.ndarray
+    ratio_min_means: np.ndarray
+    lows: np.ndarray
+    highs: np.ndarray
+    dtype: np.dtype
+
+
+def _plan(mode, tables, parent_cells, corrections: list[Correction], cell_km: float, dtype) -> _Plan:
+    rows, cols = (np.asarray(t, dtype=np.int64) for t in parent_cells)
+    for table in (rows, cols):
+        check_monotone(table)
+    weights = [footprint_weights(c.footprint_km, cell_km) for c in corrections]
+    reach = max(w.size // 2 for w in weights)
+    padded = np.zeros((len(weights), 2 * reach + 1))
+    for j, w in enumerate(weights):
+        padded[j, reach - w.size // 2 : reach + w.size // 2 + 1] = w
+    return _Plan(
+        mode=mode,
+        tables=tables,
+        rows=rows,
+        cols=cols,
+        weights=padded,
+        methods=np.array([HYBRID if c.method == "hybrid" else ADDITIVE for c in corrections], np.int64),
+        ks=np.array([c.k for c in corrections], np.float64),
+        ratio_min_means=np.array([c.ratio_min_mean for c in corrections], np.float64),
+        lows=np.array([c.valid_range[0] for c in corrections], np.float64),
+        highs=np.array([c.valid_range[1] for c in corrections], np.float64),
+        dtype=np.dtype(dtype),
     )
-    sums = xarray_reduce(
-        by_col,
-        xr.DataArray(rows, dims=fine_dims[0], name=COARSE_DIMS[0]),
-        func="nansum",
-        dim=fine_dims[0],
-        expected_groups=np.arange(shape[0]),
-        fill_value=0,
-    )
-    sums = sums.drop_vars(COARSE_DIMS).transpose(..., *COARSE_DIMS)
-    return sums.chunk(dict.fromkeys(COARSE_DIMS, -1)) if sums.chunks else sums
 
 
-def _box_sum(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    # zero outside the window: a truncated footprint
-    across = correlate1d(values, weights, axis=-1, mode="constant", cval=0.0)
-    return correlate1d(across, weights, axis=-2, mode="constant", cval=0.0)
+def _cells(table: np.ndarray) -> tuple[np.ndarray, int]:
+    """A region's fine → coarse table relative to the first coarse cell it reaches, and that cell."""
+    inside = table[table >= 0]
+    first = int(inside.min()) if inside.size else 0
+    return np.where(table >= 0, table - first, -1), first
 
 
-def _cell_statistics(sums: xr.Dataset, weights: np.ndarray) -> tuple[xr.DataArray, xr.DataArray]:
-    """(footprint mean θ̄, within-cell σ with ddof=0) on the 9 km grid."""
-    box = {
-        name: xr.apply_ufunc(
-            _box_sum,
-            sums[name],
-            input_core_dims=[COARSE_DIMS],
-            output_core_dims=[COARSE_DIMS],
-            kwargs={"weights": weights},
-            dask="parallelized",
-            output_dtypes=[np.float64],
-        )
-        for name in ("s1", "n")
-    }
-    footprint_mean = box["s1"] / box["n"].where(box["n"] > 0)
-    n = sums["n"].where(sums["n"] > 0)
-    cell_std = np.sqrt((sums["s2"] / n - (sums["s1"] / n) ** 2).clip(min=0))
-    return footprint_mean, cell_std
+def _correct_tile(fine, smap, plan: _Plan, *, own, region, lead):
+    """Apply (or take θ) and correct the pixels `own` of a region of fine pixels (see `tiles.tile_map`)."""
+    src = fine[0]
+    veg = fine[1] if plan.mode == MODE_APPLY else src
+    ry0, ry1, rx0, rx1 = region
+    rows, row0 = _cells(plan.rows[ry0:ry1])
+    cols, col0 = _cells(plan.cols[rx0:rx1])
+    n_rows, n_cols = (int(t.max()) + 1 if t.size else 0 for t in (rows, cols))
+    smap = np.asarray(smap[..., row0 : row0 + n_rows, col0 : col0 + n_cols], dtype=np.float64)
+    if plan.mode == MODE_APPLY:
+        t = plan.tables
+        group0, row_base, col_base = t.group0[lead], t.row_base[ry0:ry1], t.col_base[rx0:rx1]
+        n_classes, a0, a1, borrowed = t.n_classes, t.a0, t.a1, t.borrowed
+    else:
+        group0 = np.zeros(src.shape[:-2], np.int64)
+        row_base, col_base = np.full(ry1 - ry0, -1, np.int64), np.full(rx1 - rx0, -1, np.int64)
+        n_classes, a0, a1, borrowed = 0, np.zeros(1), np.zeros(1), np.zeros(1, np.uint8)
+    oy0, oy1, ox0, ox1 = own
+    lead_shape = src.shape[:-2]
+    out_sm = np.empty((plan.weights.shape[0], *lead_shape, oy1 - oy0, ox1 - ox0), plan.dtype)
+    out_qa = np.empty((*lead_shape, oy1 - oy0, ox1 - ox0), np.uint8)
+    for step in np.ndindex(lead_shape):
+        correct_plane(
+            plan.mode, src[step], veg[step], group0[step], row_base, col_base, n_classes, a0, a1, borrowed,
+            rows, cols, smap[step], plan.weights, plan.methods, plan.ks, plan.ratio_min_means, plan.lows,
+            plan.highs, oy0, oy1, ox0, ox1, out_sm[(slice(None), *step)], out_qa[step],
+        )  # fmt: skip
+    return out_sm, out_qa
 
 
-def _correct_block(
-    theta, rows, cols, smap, footprint_mean, cell_std, *, method, k, ratio_min_mean, valid_range
-):
-    smap_px = take_cells(smap, rows, cols)
-    mean_px = take_cells(footprint_mean, rows, cols)
-    additive = theta + (smap_px - mean_px)
-    fallback = np.zeros(np.shape(additive), dtype=bool)
-    corrected = additive
-    if method == "hybrid":
-        std_px = take_cells(cell_std, rows, cols)
-        alpha = np.divide(std_px, std_px + k, out=np.ones_like(std_px), where=std_px + k > 0)
-        ratio_ok = mean_px >= ratio_min_mean
-        ratio = theta * smap_px / np.where(ratio_ok, mean_px, np.nan)
-        corrected = np.where(ratio_ok, alpha * additive + (1 - alpha) * ratio, additive)
-        fallback = ~ratio_ok & np.isfinite(additive)
-    low, high = valid_range
-    out_of_range = np.isfinite(corrected) & ((corrected <= low) | (corrected > high))
-    qa = (
-        flag_where(~np.isfinite(smap_px), QA.NO_SMAP)
-        | flag_where(out_of_range, QA.OUT_OF_RANGE)
-        | flag_where(fallback, QA.ADDITIVE_FALLBACK)
-    )
-    corrected = np.where(out_of_range, np.nan, corrected)
-    return corrected, np.broadcast_to(qa, corrected.shape)
+def _smap_like(smap: xr.DataArray, fine: xr.DataArray, lead, coarse_dims, chunks) -> xr.DataArray:
+    """SMAP on (*lead, *COARSE_DIMS), aligned with the fine lead steps; one chunk per lead chunk of the fine
+    inputs when they are lazy."""
+    smap = smap.drop_vars([c for c in smap.coords if set(smap[c].dims) & set(coarse_dims)])
+    smap = smap.rename(dict(zip(coarse_dims, COARSE_DIMS, strict=True)))
+    extra = [d for d in smap.dims if d not in (*lead, *COARSE_DIMS)]
+    if extra:
+        raise ValueError(f"SMAP has dims {extra} that the fine field lacks")
+    fine_lead = fine.isel({d: 0 for d in fine.dims if d not in lead}, drop=True)
+    smap, _ = xr.align(smap, fine_lead, join="exact")
+    smap = smap.expand_dims({d: fine.sizes[d] for d in lead if d not in smap.dims})
+    smap = smap.transpose(*lead, *COARSE_DIMS)
+    if chunks is None and smap.chunks is None:
+        return smap
+    lead_chunks = chunks[: len(lead)] if chunks is not None else tuple((fine.sizes[d],) for d in lead)
+    return smap.copy(data=as_dask(smap.data, (*lead_chunks, (smap.shape[-2],), (smap.shape[-1],))))
+
+
+def _run(mode, fine: list[xr.DataArray], lead, chunks, smap, parent_cells, tables, corrections, cell_km,
+         dtype, coarse_dims) -> tuple[list, object, xr.DataArray]:
+    """The corrected fields (one per correction) and QA of the fine inputs (θ, or ΔT and class)."""
+    smap = _smap_like(smap, fine[0], lead, coarse_dims, chunks)
+    shape = smap.shape[-2:]
+    rows, cols = (np.asarray(t) for t in parent_cells)
+    if rows.max() >= shape[0] or cols.max() >= shape[1]:
+        raise ValueError(f"parent_cells reach beyond the SMAP grid of shape {shape}")
+    plan = _plan(mode, tables, parent_cells, corrections, cell_km, dtype)
+    if chunks is None and smap.chunks is not None:  # lazy SMAP only: the fine inputs as one chunk
+        chunks = tuple((n,) for n in fine[0].shape)
+        fine = [f.chunk(dict(zip(f.dims, chunks, strict=True))) for f in fine]
+    if chunks is None:
+        whole = (0, fine[0].shape[-2], 0, fine[0].shape[-1])
+        sm, qa = _correct_tile([f.values for f in fine], smap.values, plan, own=whole, region=whole,
+                               lead=(slice(None),) * len(lead))
+    else:
+        reach = plan.weights.shape[1] // 2
+        spans = (halo_spans(plan.rows, reach, chunks[-2]), halo_spans(plan.cols, reach, chunks[-1]))
+        sm, qa = tile_map(_correct_tile, [f.data for f in fine], smap.data, plan, spans=spans,
+                          outputs=[(plan.dtype, (len(corrections),)), (np.uint8, ())], name="visir-correct")
+    return [sm[j] for j in range(len(corrections))], qa, fine[0]
 
 
 def correct_to_smap(
@@ -172,44 +231,55 @@ def correct_to_smap(
     match between `theta` and `smap` (or be absent from `smap`). The public code's variant is
     ``method="additive", footprint_km=33``. See the module docstring for the footprint, σ and guards.
 
-    Returns `sm` (corrected, m³/m³) and `qa` (NO_SMAP, OUT_OF_RANGE, ADDITIVE_FALLBACK bits).
+    Returns `sm` (corrected, m³/m³, float64) and `qa` (NO_SMAP, OUT_OF_RANGE, ADDITIVE_FALLBACK bits).
+    With dask inputs the result is lazy and keeps the chunks of `theta`.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown correction method {method!r}; known: {', '.join(METHODS)}")
-    if k < 0:
-        raise ValueError(f"k must be ≥ 0, got {k}")
-    rows, cols = (np.asarray(t, dtype=np.int64) for t in parent_cells)
-    smap = smap.drop_vars([c for c in smap.coords if set(smap[c].dims) & set(coarse_dims)])
-    smap = smap.rename(dict(zip(coarse_dims, COARSE_DIMS, strict=True))).transpose(..., *COARSE_DIMS)
-    shape = tuple(smap.sizes[d] for d in COARSE_DIMS)
-    if rows.max() >= shape[0] or cols.max() >= shape[1]:
-        raise ValueError(f"parent_cells reach beyond the SMAP grid of shape {shape}")
-    theta = theta.transpose(..., *fine_dims).astype(np.float64)
-
-    footprint_mean, cell_std = _cell_statistics(
-        _cell_sums(theta, rows, cols, shape, fine_dims), footprint_weights(footprint_km, cell_km)
-    )
-    if smap.chunks:
-        smap = smap.chunk(dict.fromkeys(COARSE_DIMS, -1))
-    corrected, qa = xr.apply_ufunc(
-        _correct_block,
-        theta,
-        xr.DataArray(rows, dims=fine_dims[0]),
-        xr.DataArray(cols, dims=fine_dims[1]),
-        smap,
-        footprint_mean,
-        cell_std,
-        input_core_dims=[[], [], [], COARSE_DIMS, COARSE_DIMS, COARSE_DIMS],
-        output_core_dims=[[], []],
-        kwargs={"method": method, "k": k, "ratio_min_mean": ratio_min_mean, "valid_range": valid_range},
-        dask="parallelized",
-        output_dtypes=[np.float64, np.uint8],
-    )
-    attrs = {"units": "m3 m-3", "long_name": "soil moisture corrected to SMAP 9 km", "method": method}
-    attrs.update(k=k, footprint_km=footprint_km)
+    correction = Correction(method, k, footprint_km, ratio_min_mean, tuple(valid_range))
+    theta = theta.transpose(..., *fine_dims)
+    (theta,), lead, chunks = broadcast_fine([theta], fine_dims)
+    (sm,), qa, like = _run(MODE_THETA, [theta], lead, chunks, smap, parent_cells, None, [correction],
+                           cell_km, np.float64, coarse_dims)
     return xr.Dataset(
         {
-            "sm": corrected.assign_attrs(attrs),
-            "qa": qa.assign_attrs(qa_attrs()),
+            "sm": xr.DataArray(sm, dims=like.dims, coords=like.coords).assign_attrs(correction.attrs()),
+            "qa": xr.DataArray(qa, dims=like.dims, coords=like.coords).assign_attrs(qa_attrs()),
         }
     )
+
+
+def downscale_and_correct(
+    delta_t: xr.DataArray,
+    veg_class: xr.DataArray,
+    model: xr.Dataset,
+    cell_index: tuple[np.ndarray, np.ndarray],
+    smap: xr.DataArray,
+    parent_cells: tuple[np.ndarray, np.ndarray],
+    corrections: dict[str, Correction] | None = None,
+    *,
+    cell_km: float = CELL_KM,
+    dtype=np.float32,
+    fine_dims=("y", "x"),
+    coarse_dims=("y", "x"),
+) -> xr.Dataset:
+    """`apply.downscale` fused with `correct_to_smap` for each of `corrections` in one pass over the pixels.
+
+    Arguments as in those two functions; `corrections` maps output names to `Correction`s (default: ``sm``
+    the hybrid, ``sm_additive`` the public code's additive form over 33 km). Returns those fields (`dtype`)
+    and `qa`: the application's bits | those of the FIRST correction. θ itself is never stored: the kernel
+    holds it for a few 9 km cell rows only. With dask inputs the result is lazy, one task per chunk of
+    `delta_t` plus the halo its footprints need (module docstring).
+    """
+    if corrections is None:
+        corrections = {"sm": Correction(), "sm_additive": Correction("additive", footprint_km=33.0)}
+    if not corrections:
+        raise ValueError("no correction asked for")
+    fine, lead, chunks = broadcast_fine([delta_t, veg_class], fine_dims)
+    tables = apply_tables(fine[0], model, cell_index, lead)
+    fields, qa, like = _run(MODE_APPLY, fine, lead, chunks, smap, parent_cells, tables,
+                            list(corrections.values()), cell_km, dtype, coarse_dims)
+    out = {
+        name: xr.DataArray(field, dims=like.dims, coords=like.coords).assign_attrs(c.attrs())
+        for (name, c), field in zip(corrections.items(), fields, strict=True)
+    }
+    out["qa"] = xr.DataArray(qa, dims=like.dims, coords=like.coords).assign_attrs(qa_attrs())
+    return xr.Dataset(out)
