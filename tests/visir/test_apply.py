@@ -37,6 +37,14 @@ def test_lai_minmax_class_scales_each_scene():
     assert (classes.isel(time=1) == 0).all()  # a constant scene has no range to scale
 
 
+def test_lai_minmax_classes_stay_lazy():
+    lai = xr.DataArray(np.random.default_rng(0).uniform(0, 6, (2, 8, 8)), dims=("time", "y", "x"))
+    with dask.config.set(scheduler=_forbid_compute):
+        lazy = vegetation_class(lai.chunk({"time": 1}), "lai_minmax")
+    assert lazy.chunks is not None
+    xr.testing.assert_identical(lazy.compute(), vegetation_class(lai, "lai_minmax"))
+
+
 def test_unknown_vegetation_method_is_refused():
     with pytest.raises(ValueError, match="lai_minmax"):
         vegetation_class(xr.DataArray([0.5]), "evi")

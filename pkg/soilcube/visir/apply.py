@@ -35,7 +35,8 @@ def ndvi_class(ndvi: xr.DataArray, n_classes: int = 10) -> xr.DataArray:
 def _fraction_class(fraction: xr.DataArray, n_classes: int) -> xr.DataArray:
     # The public application code: fix(fraction·n), the single pixel at fraction 1 → top class, and a pixel
     # without vegetation data → class 0.
-    return np.clip(np.trunc(fraction * n_classes), 0, n_classes - 1).fillna(0).astype(np.uint8)
+    # (the method, not np.clip: np.clip would load a dask-backed array whole)
+    return np.trunc(fraction * n_classes).clip(0, n_classes - 1).fillna(0).astype(np.uint8)
 
 
 def vegetation_class(
