@@ -20,8 +20,8 @@ from soilcube.grids import GLDAS_GRID, Region, Window, parent_index, region
 from soilcube.sources import open_granules
 from soilcube.validate.metrics import score
 from soilcube.validate.report import qc_gate
-from soilcube.visir.apply import delta_t, downscale, vegetation_class
-from soilcube.visir.correct import correct_to_smap
+from soilcube.visir.apply import delta_t, vegetation_class
+from soilcube.visir.correct import Correction, downscale_and_correct
 from soilcube.visir.fit import fit_model as fit_coefficients
 from soilcube.visir.qa import DENSE_VEGETATION_VWC, QA, flag_where, qa_attrs
 from soilcube.visir.training import OVERPASSES, gldas_pairs, ndvi_on_gldas
@@ -35,6 +35,11 @@ SMAP_FROZEN_OR_SNOW_BITS = (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8)
 # SMAP retrieval_qual_flag: bit 0 "not recommended" and bit 2 "not successful" mark a bad retrieval.
 SMAP_BAD_RETRIEVAL_BITS = (1 << 0) | (1 << 2)
 SMAP_FLAG_FILL = 65534
+# The corrections of the cubes: `sm` the paper's hybrid, `sm_additive` the public code's (see `_parameters`).
+CORRECTIONS = {"sm": Correction("hybrid", k=0.02, footprint_km=36.0),
+               "sm_additive": Correction("additive", footprint_km=33.0)}
+# Fine pixels per side of a downscaling task's tile: the cubes' shard side (store.CubeLayout).
+TILE_PIXELS = store.CubeLayout().spatial_shard
 
 
 def granule_urls(
@@ -194,28 +199,38 @@ def _viirs(settings: Settings, days: list[date], window: Window) -> tuple[xr.Dat
 def downscale_window(
     settings: Settings, days: list[date], grid_name: str, model: xr.Dataset, smap: xr.Dataset, area: Region
 ) -> tuple[xr.Dataset, list[str]]:
-    """The downscaled cube slices of `days` on the region's `grid_name` window (lazy)."""
+    """The downscaled cube slices of `days` on the region's `grid_name` window (lazy).
+
+    Apply + both corrections run fused (`downscale_and_correct`), one task per tile of `TILE_PIXELS`²
+    fine pixels (the cubes' shard side, so tiles map onto shards) × one day × one overpass, each reading
+    its tile plus the halo of whole 9 km cells that the footprints reach: no task holds more than a tile
+    and its halo of the fine fields.
+    """
     window = area.window(grid_name)
     dts, veg_class, inputs = _viirs(settings, days, window)
-    theta = downscale(dts, veg_class, model, _model_index(model, window))
+    tile = {"y": TILE_PIXELS, "x": TILE_PIXELS}
     parents = parent_index(window, area.window("M09"))
-    hybrid = correct_to_smap(theta["sm"], smap["soil_moisture"], parents, method="hybrid")
-    additive = correct_to_smap(
-        theta["sm"], smap["soil_moisture"], parents, method="additive", footprint_km=33.0
+    fields = downscale_and_correct(
+        dts.chunk({"time": 1, "overpass": 1} | tile),
+        veg_class.chunk({"time": 1} | tile),
+        model,
+        _model_index(model, window),
+        smap["soil_moisture"],
+        parents,
+        CORRECTIONS,
     )
     rows, cols = (xr.DataArray(t, dims=d) for t, d in zip(parents, ("y", "x"), strict=True))
     # Lazily: gathered eagerly, the 9 km fields would be copied to the fine grid inside the task graph.
     coarse = smap.chunk({"time": 1}).isel(y=rows, x=cols).drop_vars(["y", "x"])
     qa = (
-        theta["qa"]
-        | hybrid["qa"]
+        fields["qa"]
         | flag_where(coarse["vegetation_water_content"] > DENSE_VEGETATION_VWC, QA.DENSE_VEGETATION)
         | flag_where(coarse["frozen"], QA.FROZEN_OR_SNOW)
     )
     slices = xr.Dataset(
         {
-            "sm": hybrid["sm"].astype(np.float32),
-            "sm_additive": additive["sm"].astype(np.float32),
+            "sm": fields["sm"],
+            "sm_additive": fields["sm_additive"],
             "smap_9km": coarse["soil_moisture"].astype(np.float32),
             "qa": qa.astype(np.uint8),
         }
