@@ -55,11 +55,20 @@ def tiles_window(tiles: list[SinusoidalTile], grid_name: str) -> Window:
     return Window.covering(grid_name, rows, cols)
 
 
-def _gather(pieces: list, shape: tuple[int, int], dtype, missing) -> np.ndarray:
-    """out[where] = block[i, j] for every tile piece; cells no tile covers keep `missing`."""
+def _compact(lut: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The lookup as int16 (tile numbers < 36, pixels < 2400); anything else (cells off the sinusoid) → −1,
+    which matches no tile."""
+    return {k: np.where((v >= 0) & (v < 2**15), v, -1).astype(np.int16) for k, v in lut.items()}
+
+
+def _gather(pieces: list, lut: dict[str, np.ndarray], shape: tuple[int, int], dtype, missing) -> np.ndarray:
+    """out[cells of tile (h, v)] = block[i − i0, j − j0] for every tile piece (h, v, i0, j0, block); cells
+    no tile covers keep `missing`. The cells are found here, in the task, from the window's lookup `lut`
+    (one key of the graph that every gather shares), so the graph carries no per-piece index arrays."""
     out = np.full(shape, missing, dtype=dtype)
-    for where, i, j, block in pieces:
-        out[where] = block[i, j]
+    for h, v, i0, j0, block in pieces:
+        where = (lut["h"] == h) & (lut["v"] == v)
+        out[where] = block[lut["i"][where] - i0, lut["j"][where] - j0]
     return out
 
 
@@ -84,6 +93,7 @@ class ViirsReader(Reader):
     def open(self, granules, storage_options, window, variables):
         window = window or tiles_window([_tile(g, self.pixels) for g in granules], self.grid_name)
         lut = sinusoidal_lookup(window, self.pixels)
+        shared_lut = dask.delayed(_compact(lut), pure=True)  # one key, whatever the number of granules
         # (time, layer) → (h, v) → (url, dataset)
         slots: dict[tuple, dict[tuple[int, int], tuple[str, xr.Dataset]]] = {}
         for g in granules:
@@ -104,7 +114,8 @@ class ViirsReader(Reader):
             for layer in self.layers.values():
                 tiles = slots.get((time, layer), {})
                 per_layer.append(xr.Dataset({
-                    name: (("y", "x"), self._mosaic(tiles, name, templates[name], lut, window.shape),
+                    name: (("y", "x"), self._mosaic(tiles, name, templates[name], lut, shared_lut,
+                                                    window.shape),
                            templates[name].attrs)
                     for name in names
                 }))
@@ -117,7 +128,7 @@ class ViirsReader(Reader):
         return out.assign_coords(window_coords(window))
 
     def _mosaic(self, tiles: dict[tuple[int, int], tuple[str, xr.Dataset]], name: str, template: xr.DataArray,
-                lut: dict[str, np.ndarray], shape: tuple[int, int]) -> da.Array:
+                lut: dict[str, np.ndarray], shared_lut, shape: tuple[int, int]) -> da.Array:
         pieces = []
         for (h, v), (url, ds) in tiles.items():
             where = (lut["h"] == h) & (lut["v"] == v)
@@ -127,12 +138,12 @@ class ViirsReader(Reader):
             rows, cols = slice(i.min(), i.max() + 1), slice(j.min(), j.max() + 1)
             block = chunked(ds[name].isel(row=rows, col=cols), {}, url, rows, cols)
             block = decode_variable(block, ds[name].attrs.get("_FillValue"))
-            pieces.append((where, i - i.min(), j - j.min(), block.data))
+            pieces.append((h, v, i.min(), j.min(), block.data))
         # Cells without a tile: NaN, or for flags the all-ones value VIIRS uses as fill (255 for the LAI QC).
         # Not the flag's `_FillValue` from the references: where a file declares none, kerchunk reports
         # HDF5's default 0, which in VIIRS QC means "good quality".
         missing = np.iinfo(template.dtype).max if template.dtype.kind in "iu" else np.nan
-        cells = dask.delayed(_gather)(pieces, shape, template.dtype, missing)
+        cells = dask.delayed(_gather)(pieces, shared_lut, shape, template.dtype, missing)
         return da.from_delayed(cells, shape, dtype=template.dtype)
 
 
