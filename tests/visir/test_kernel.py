@@ -238,3 +238,19 @@ def test_the_graph_holds_shared_tables_once():
     tiles = [v for v in graph.values() if isinstance(v, tuple) and v[0] is _run_tile]
     assert len(tiles) == 4 * 6 * 6
     assert all(not any(isinstance(a, np.ndarray) and a.size > 16 for a in t[1:]) for t in tiles)
+
+
+def test_under_a_distributed_client_the_shared_tables_are_scattered_once():
+    from distributed import Client, LocalCluster
+
+    case = _case(5, "M400", 3, 4, (1, 0), (3, 3, 0, 0))
+    args = (case["model"], case["cell_index"], case["smap"], case["parents"])
+    eager = downscale_and_correct(case["dt"], case["veg"], *args)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster),
+    ):
+        lazy = downscale_and_correct(case["dt"].chunk({"y": 30, "x": 40}), case["veg"], *args)
+        keys = dict(lazy["sm"].data.__dask_graph__())
+        assert not [k for k in keys if isinstance(k, str) and "-shared-" in k]
+        xr.testing.assert_identical(lazy.compute(), eager)

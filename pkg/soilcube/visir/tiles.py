@@ -7,7 +7,8 @@ of pixels per cell. Each task gathers the input chunks that overlap its region, 
 runs the compiled kernel on it; the outputs keep the chunks of the inputs.
 
 Everything the tasks share (lookup tables, model coefficients, parameters) is put in the graph ONCE, as one
-key that every task refers to, so the graph stays small whatever the number of tiles.
+key that every task refers to (or, under a distributed client, scattered to the cluster once and referred
+to by its key), so the graph stays small whatever the number of tiles.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import operator
 from collections.abc import Callable, Sequence
 from itertools import product
 
+import dask
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
@@ -61,14 +63,34 @@ def check_monotone(table: np.ndarray) -> None:
                          "cell's fine pixels contiguous), as grids.parent_index gives it")
 
 
-def _region(parts: list[list[np.ndarray]], cut: tuple[int, int, int, int]) -> np.ndarray:
-    whole = parts[0][0] if len(parts) == 1 and len(parts[0]) == 1 else np.block(parts)
-    y0, y1, x0, x1 = cut
-    return whole[..., y0:y1, x0:x1]
+def _region(parts: list[list[np.ndarray]]) -> np.ndarray:
+    return parts[0][0] if len(parts) == 1 and len(parts[0]) == 1 else np.block(parts)
 
 
-def _run_tile(func, fine_parts, cut, coarse, shared, static):
-    return func([_region(parts, cut) for parts in fine_parts], coarse, shared, **static)
+def _run_tile(func, fine_parts, coarse, shared, static):
+    return func([_region(parts) for parts in fine_parts], coarse, shared, **static)
+
+
+def _shared(obj):
+    """`obj` as the tasks will get it: scattered once to the cluster when a distributed client is the
+    scheduler (the graph then carries its key only), else itself (one key of the graph)."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return obj
+    if dask.base.get_scheduler() != client.get:
+        return obj
+    return client.scatter(obj, hash=False)
+
+
+def _is_future(obj) -> bool:
+    try:
+        from distributed import Future
+    except ImportError:
+        return False
+    return isinstance(obj, Future)
 
 
 def tile_map(
@@ -85,14 +107,16 @@ def tile_map(
 
     `fine`: dask arrays of identical shape (*lead, y, x) and chunks; `coarse`: None or a dask array
     (*lead, cy, cx) with the same lead chunks and one chunk along its last two axes; `shared`: any object,
-    put in the graph once. `spans`: per chunk along y and along x, the (start, stop) fine region its task
-    needs (`halo_spans`). `outputs`: (dtype, extra leading shape) of each output.
+    put in the graph once (scattered to the cluster instead when a distributed client computes).
+    `spans`: per chunk along y and along x, the (start, stop) fine region its task needs (`halo_spans`).
+    `outputs`: (dtype, extra leading shape) of each output.
 
     Each task calls ``func(regions, coarse_block, shared, own=(y0, y1, x0, x1), region=(ry0, ry1, rx0, rx1),
     lead=slices)``: `regions` the fine inputs cut to the region (all lead steps of the chunk), `own` the
     chunk's own pixels relative to the region, `region` the region in fine positions of the whole array,
     `lead` the chunk's slices along the lead axes; it returns one array per output, shaped
-    (*extra, *lead chunk, own rows, own columns).
+    (*extra, *lead chunk, own rows, own columns). The halo comes from the neighbouring chunks as slices
+    (one small task each), so only strips of them travel to the tile's worker.
     """
     first = fine[0]
     *lead_chunks, y_chunks, x_chunks = first.chunks
@@ -103,8 +127,14 @@ def tile_map(
     token = tokenize(func, [a.name for a in fine], None if coarse is None else coarse.name, spans, outputs,
                      tokenize(shared))
     task_name = f"{name}-{token}"
-    shared_key = f"{name}-shared-{token}"
-    dsk: dict = {shared_key: shared}
+    halo_name = f"{name}-halo-{token}"
+    shared = _shared(shared)
+    dsk: dict = {}
+    if _is_future(shared):
+        shared_ref = shared  # the scheduler replaces it by its key
+    else:
+        shared_ref = f"{name}-shared-{token}"
+        dsk[shared_ref] = shared
     y_spans, x_spans = spans
 
     def blocks(axis_bounds, lo, hi):
@@ -115,9 +145,22 @@ def tile_map(
         ry0, ry1 = y_spans[i]
         rx0, rx1 = x_spans[j]
         ys, xs = blocks(bounds[-2], ry0, ry1), blocks(bounds[-1], rx0, rx1)
-        origin_y, origin_x = bounds[-2][ys[0]], bounds[-1][xs[0]]
-        fine_parts = [[[(a.name, *lead, bi, bj) for bj in xs] for bi in ys] for a in fine]
-        cut = (ry0 - origin_y, ry1 - origin_y, rx0 - origin_x, rx1 - origin_x)
+        fine_parts = []
+        for k, a in enumerate(fine):
+            rows = []
+            for bi in ys:
+                row = []
+                for bj in xs:
+                    (by0, by1), (bx0, bx1) = bounds[-2][bi : bi + 2], bounds[-1][bj : bj + 2]
+                    part = (a.name, *lead, bi, bj)
+                    if not (ry0 <= by0 and by1 <= ry1 and rx0 <= bx0 and bx1 <= rx1):  # a strip of it
+                        cut = (Ellipsis, slice(max(ry0, by0) - by0, min(ry1, by1) - by0),
+                               slice(max(rx0, bx0) - bx0, min(rx1, bx1) - bx0))
+                        dsk[(halo_name, k, *index, bi, bj)] = (operator.getitem, part, cut)
+                        part = (halo_name, k, *index, bi, bj)
+                    row.append(part)
+                rows.append(row)
+            fine_parts.append(rows)
         static = {
             "own": (int(bounds[-2][i] - ry0), int(bounds[-2][i + 1] - ry0),
                     int(bounds[-1][j] - rx0), int(bounds[-1][j + 1] - rx0)),
@@ -125,7 +168,7 @@ def tile_map(
             "lead": tuple(slice(int(bounds[a][k]), int(bounds[a][k + 1])) for a, k in enumerate(lead)),
         }
         coarse_key = None if coarse is None else (coarse.name, *lead, 0, 0)
-        dsk[(task_name, *index)] = (_run_tile, func, fine_parts, cut, coarse_key, shared_key, static)
+        dsk[(task_name, *index)] = (_run_tile, func, fine_parts, coarse_key, shared_ref, static)
     dependencies = [*fine, *([] if coarse is None else [coarse])]
     graph = HighLevelGraph.from_collections(task_name, dsk, dependencies=dependencies)
     results = []
