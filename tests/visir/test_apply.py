@@ -152,6 +152,20 @@ def test_downscale_picks_month_and_overpass():
         downscale(dt, veg, stacked, index)
 
 
+def test_a_month_or_cells_the_model_lacks_give_nan_without_flags():
+    dt, veg, (rows, cols) = _fine()
+    model = _model(with_months=True)
+    model["borrowed"][:] = 1
+    january = model.sel(month=[1])  # TIME runs from 30 January into February
+    out = downscale(dt, veg, january, (rows, cols))
+    assert out["sm"].isel(time=slice(0, 2)).notnull().all()
+    assert out["sm"].isel(time=slice(2, None)).isnull().all()
+    assert ((out["qa"].isel(time=slice(2, None)) & QA.CLASS_BORROWED) == 0).all()
+    outside = downscale(dt, veg, model, (np.full_like(rows, -1), cols))
+    assert outside["sm"].isnull().all() and ((outside["qa"] & QA.CLASS_BORROWED) == 0).all()
+    assert ((outside["qa"] & QA.NO_DELTA_T) > 0).equals(dt.isnull())
+
+
 def test_downscale_is_lazy_and_chunkwise():
     dt, veg, index = _fine((12, 18))
     eager = downscale(dt, veg, _model(4, 6), index)

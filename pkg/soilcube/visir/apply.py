@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 
 from soilcube.visir.kernel import theta_plane
-from soilcube.visir.qa import qa_attrs
+from soilcube.visir.qa import QA, qa_attrs
 from soilcube.visir.tiles import halo_spans, tile_map
 
 OVERPASSES = ("AM", "PM")
@@ -76,83 +76,105 @@ def delta_t(lst_day: xr.DataArray, lst_night: xr.DataArray, overpass: str) -> xr
 @dataclass(frozen=True)
 class ApplyTables:
     """What the kernels need of the model for one call: the coefficients of the model cells and groups the
-    call reaches, flattened, and the offsets into them.
+    call reaches, flattened, and the offsets into them (`kernel._theta_row`).
 
-    Flat index of a pixel's coefficients = row_base[fine row] + group0[lead step] + col_base[fine column]
-    + class, over a (model row, model column, group, class) table restricted to the rows and columns that
-    the fine window reaches and to the groups (overpass, month) of its steps; −1 bases mark pixels outside
-    the model grid.
+    Over a (model row, model column, group, class) table restricted to the rows and columns that the fine
+    window reaches and to the (overpass, month) groups of its steps, plus one NaN row, one NaN column and
+    one NaN class (for pixels outside the model grid and classes the model lacks): the entry of a pixel is
+    row_base[fine row] + group0[lead step] + col_base[fine column] + class; `coefficients` holds (a0, a1)
+    of each entry interleaved, `bits` its CLASS_BORROWED bit.
     """
 
-    a0: np.ndarray
-    a1: np.ndarray
-    borrowed: np.ndarray
-    n_classes: int
+    coefficients: np.ndarray
+    bits: np.ndarray
+    n_classes: np.uint8
     row_base: np.ndarray
     col_base: np.ndarray
     group0: np.ndarray
 
 
-def _group_blocks(delta_t: xr.DataArray, coefficients: xr.Dataset, lead_dims) -> np.ndarray:
-    """Per lead step of `delta_t`, the index of its (overpass, month) block on the model's group axis,
-    which runs overpass-major, month, then veg_class fastest."""
-    block, stride = xr.DataArray(0), 1
-    if "month" in coefficients.dims:
+def class_codes(veg: np.ndarray, n_classes: int) -> np.ndarray:
+    """Vegetation classes as the kernels take them: uint8, anything that is not a class of the model (NaN,
+    negative, ≥ n_classes) → n_classes, the tables' NaN entry (uint8 input passes as is: the kernel maps
+    values ≥ n_classes there)."""
+    if veg.dtype == np.uint8:
+        return veg
+    with np.errstate(invalid="ignore"):
+        return np.where((veg >= 0) & (veg < n_classes), veg, n_classes).astype(np.uint8)
+
+
+def _lead_groups(delta_t: xr.DataArray, model: xr.Dataset, lead_dims) -> np.ndarray:
+    """Per lead step of `delta_t` (lead shape), its (overpass position, month) in the model: −1 for a dim
+    the model lacks."""
+    shape = [delta_t.sizes[d] for d in lead_dims]
+    template = xr.DataArray(np.zeros(shape, np.int8), dims=lead_dims)
+
+    def per_step(values: xr.DataArray) -> np.ndarray:
+        values = values.drop_vars(list(values.coords))
+        return np.asarray(xr.broadcast(values, template)[0].transpose(*lead_dims).values, dtype=np.int64)
+
+    month = overpass = np.full(shape, -1, np.int64)
+    if "month" in model.dims:
         if "time" not in delta_t.coords:
             raise ValueError("the model is fitted by month: delta_t needs a 'time' coordinate")
-        block = block + (delta_t["time"].dt.month - 1)
-        stride = 12
-    if "overpass" in coefficients.dims:
+        month = per_step(delta_t["time"].dt.month)
+    if "overpass" in model.dims:
         if "overpass" not in delta_t.coords:
             raise ValueError("the model is fitted per overpass: delta_t needs an 'overpass' coordinate")
-        overpass = delta_t["overpass"]
-        position = coefficients.get_index("overpass").get_indexer(np.atleast_1d(overpass.values))
+        labels = delta_t["overpass"]
+        position = model.get_index("overpass").get_indexer(np.atleast_1d(labels.values))
         if (position < 0).any():
-            raise ValueError(
-                f"overpass {overpass.values} not in the model ({coefficients['overpass'].values})"
-            )
-        block = block + stride * xr.DataArray(position.reshape(overpass.shape), dims=overpass.dims)
-    template = xr.DataArray(np.zeros([delta_t.sizes[d] for d in lead_dims], np.int8), dims=lead_dims)
-    block = block.drop_vars(list(block.coords))
-    return np.asarray(xr.broadcast(block, template)[0].transpose(*lead_dims).values, dtype=np.int64)
+            raise ValueError(f"overpass {labels.values} not in the model ({model['overpass'].values})")
+        overpass = per_step(xr.DataArray(position.reshape(labels.shape), dims=labels.dims))
+    return np.stack([overpass, month], axis=-1)
 
 
 def apply_tables(
     delta_t: xr.DataArray, model: xr.Dataset, cell_index: tuple[np.ndarray, np.ndarray], lead_dims
 ) -> ApplyTables:
     """The `ApplyTables` of `model` for `delta_t` (lead dims `lead_dims`) on the fine rows and columns of
-    `cell_index` (see `downscale`)."""
+    `cell_index` (see `downscale`). Only the model rows, columns and (overpass, month) groups that the call
+    reaches are copied; a month the model lacks has NaN coefficients."""
     model_dims = [d for d in model["a0"].dims if d not in MODEL_GROUP_DIMS]
     if len(model_dims) != 2:
         raise ValueError(f"the model needs exactly two spatial dims, got {model_dims}")
-    group_dims = [d for d in MODEL_GROUP_DIMS if d in model.dims]
-    coefficients = model[["a0", "a1", "borrowed"]].transpose(*model_dims, *group_dims)
-    if "month" in coefficients.dims:
-        coefficients = coefficients.reindex(month=np.arange(1, 13))
-    n_classes = coefficients.sizes["veg_class"]
-    n_rows, n_cols = (coefficients.sizes[d] for d in model_dims)
-    blocks = _group_blocks(delta_t, coefficients, lead_dims)
-    used, position = np.unique(blocks, return_inverse=True)
+    n_classes = model.sizes["veg_class"]
+    groups = _lead_groups(delta_t, model, lead_dims)
+    used, position = np.unique(groups.reshape(-1, 2), axis=0, return_inverse=True)
     rows, cols = (np.asarray(t, dtype=np.int64) for t in cell_index)
     spans = []
     for table in (rows, cols):
         inside = table[table >= 0]
         spans.append((int(inside.min()), int(inside.max()) + 1) if inside.size else (0, 0))
     (r0, r1), (c0, c1) = spans
-
-    def flat(name, dtype):
-        values = np.asarray(coefficients[name].values).reshape(n_rows, n_cols, -1, n_classes)
-        return np.ascontiguousarray(values[r0:r1, c0:c1][:, :, used], dtype=dtype).reshape(-1)
-
-    row_stride, col_stride = (c1 - c0) * used.size * n_classes, used.size * n_classes
+    block = model[["a0", "a1", "borrowed"]].isel({model_dims[0]: slice(r0, r1), model_dims[1]: slice(c0, c1)})
+    months = model.get_index("month") if "month" in model.dims else None
+    if n_classes >= 255:
+        raise ValueError(f"at most 254 vegetation classes, the model has {n_classes}")
+    n_rows, n_cols, n_groups, n_entries = r1 - r0, c1 - c0, len(used), n_classes + 1
+    # + a NaN model row, column and class
+    coefficients = np.full((n_rows + 1, n_cols + 1, n_groups, n_entries, 2), np.nan)
+    bits = np.zeros((n_rows + 1, n_cols + 1, n_groups, n_entries), np.uint8)
+    for u, (overpass, month) in enumerate(used):
+        part = block
+        if overpass >= 0:
+            part = part.isel(overpass=overpass)
+        if month >= 0:
+            if month not in months:
+                continue  # no coefficients for that month
+            part = part.isel(month=months.get_loc(month))
+        part = part.transpose(*model_dims, "veg_class")
+        coefficients[:n_rows, :n_cols, u, :n_classes, 0] = part["a0"].values
+        coefficients[:n_rows, :n_cols, u, :n_classes, 1] = part["a1"].values
+        bits[:n_rows, :n_cols, u, :n_classes] = np.where(part["borrowed"].values > 0, QA.CLASS_BORROWED, 0)
+    row_stride, col_stride = (n_cols + 1) * n_groups * n_entries, n_groups * n_entries
     return ApplyTables(
-        a0=flat("a0", np.float64),
-        a1=flat("a1", np.float64),
-        borrowed=flat("borrowed", np.uint8),
-        n_classes=n_classes,
-        row_base=np.where(rows >= 0, (rows - r0) * row_stride, -1),
-        col_base=np.where(cols >= 0, (cols - c0) * col_stride, -1),
-        group0=(position.reshape(blocks.shape) * n_classes).astype(np.int64),
+        coefficients=coefficients.reshape(-1),
+        bits=bits.reshape(-1),
+        n_classes=np.uint8(n_classes),
+        row_base=(np.where(rows >= 0, rows - r0, n_rows) * row_stride).astype(np.uint64),
+        col_base=(np.where(cols >= 0, cols - c0, n_cols) * col_stride).astype(np.uint64),
+        group0=(position.reshape(groups.shape[:-1]) * n_entries).astype(np.uint64),
     )
 
 
@@ -162,7 +184,7 @@ def broadcast_fine(
     """`arrays` aligned (exactly), broadcast against each other and transposed to (*lead, *fine_dims):
     (arrays, lead dims, chunks). With any of them dask-backed all are, with the chunks of the first dask
     one (a dim it lacked is one chunk); chunks is None when all are numpy."""
-    arrays = list(xr.align(*arrays, join="exact"))
+    arrays = list(xr.align(*arrays, join="exact", copy=False))
     first_lazy = next((k for k, a in enumerate(arrays) if a.chunks is not None), None)
     if first_lazy is not None:  # numpy inputs enter the graph once, before broadcasting
         arrays = [a if a.chunks is not None else a.chunk() for a in arrays]
@@ -176,14 +198,14 @@ def broadcast_fine(
 
 
 def _theta_tile(fine, coarse, tables: ApplyTables, *, own, region, lead):
-    dt, veg = fine
+    dt, veg = fine[0], class_codes(fine[1], tables.n_classes)
     theta = np.empty(dt.shape, np.float64)
     qa = np.empty(dt.shape, np.uint8)
     group0 = tables.group0[lead]
     row_base, col_base = tables.row_base[region[0] : region[1]], tables.col_base[region[2] : region[3]]
     for step in np.ndindex(dt.shape[:-2]):
-        theta_plane(dt[step], veg[step], group0[step], row_base, col_base, tables.n_classes, tables.a0,
-                    tables.a1, tables.borrowed, theta[step], qa[step])
+        theta_plane(dt[step], veg[step], group0[step], row_base, col_base, tables.n_classes,
+                    tables.coefficients, tables.bits, theta[step], qa[step])
     return theta, qa
 
 

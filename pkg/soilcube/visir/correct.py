@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from soilcube.visir.apply import ApplyTables, apply_tables, broadcast_fine
+from soilcube.visir.apply import ApplyTables, apply_tables, broadcast_fine, class_codes
 from soilcube.visir.kernel import ADDITIVE, HYBRID, MODE_APPLY, MODE_THETA, correct_plane
 from soilcube.visir.qa import qa_attrs
 from soilcube.visir.tiles import as_dask, check_monotone, halo_spans, tile_map
@@ -141,7 +141,6 @@ def _cells(table: np.ndarray) -> tuple[np.ndarray, int]:
 def _correct_tile(fine, smap, plan: _Plan, *, own, region, lead):
     """Apply (or take θ) and correct the pixels `own` of a region of fine pixels (see `tiles.tile_map`)."""
     src = fine[0]
-    veg = fine[1] if plan.mode == MODE_APPLY else src
     ry0, ry1, rx0, rx1 = region
     rows, row0 = _cells(plan.rows[ry0:ry1])
     cols, col0 = _cells(plan.cols[rx0:rx1])
@@ -149,19 +148,22 @@ def _correct_tile(fine, smap, plan: _Plan, *, own, region, lead):
     smap = np.asarray(smap[..., row0 : row0 + n_rows, col0 : col0 + n_cols], dtype=np.float64)
     if plan.mode == MODE_APPLY:
         t = plan.tables
+        veg = class_codes(fine[1], t.n_classes)
         group0, row_base, col_base = t.group0[lead], t.row_base[ry0:ry1], t.col_base[rx0:rx1]
-        n_classes, a0, a1, borrowed = t.n_classes, t.a0, t.a1, t.borrowed
-    else:
-        group0 = np.zeros(src.shape[:-2], np.int64)
-        row_base, col_base = np.full(ry1 - ry0, -1, np.int64), np.full(rx1 - rx0, -1, np.int64)
-        n_classes, a0, a1, borrowed = 0, np.zeros(1), np.zeros(1), np.zeros(1, np.uint8)
+        n_classes, coefficients, bits = t.n_classes, t.coefficients, t.bits
+    else:  # θ given: the model arguments are placeholders of the right types
+        veg = np.zeros((1, 1), np.uint8)
+        group0 = np.zeros(src.shape[:-2], np.uint64)
+        row_base, col_base = np.zeros(ry1 - ry0, np.uint64), np.zeros(rx1 - rx0, np.uint64)
+        n_classes, coefficients, bits = np.uint8(0), np.full(2, np.nan), np.zeros(1, np.uint8)
     oy0, oy1, ox0, ox1 = own
     lead_shape = src.shape[:-2]
     out_sm = np.empty((plan.weights.shape[0], *lead_shape, oy1 - oy0, ox1 - ox0), plan.dtype)
     out_qa = np.empty((*lead_shape, oy1 - oy0, ox1 - ox0), np.uint8)
     for step in np.ndindex(lead_shape):
         correct_plane(
-            plan.mode, src[step], veg[step], group0[step], row_base, col_base, n_classes, a0, a1, borrowed,
+            plan.mode, src[step], veg if plan.mode == MODE_THETA else veg[step], group0[step], row_base,
+            col_base, n_classes, coefficients, bits,
             rows, cols, smap[step], plan.weights, plan.methods, plan.ks, plan.ratio_min_means, plan.lows,
             plan.highs, oy0, oy1, ox0, ox1, out_sm[(slice(None), *step)], out_qa[step],
         )  # fmt: skip
@@ -177,7 +179,7 @@ def _smap_like(smap: xr.DataArray, fine: xr.DataArray, lead, coarse_dims, chunks
     if extra:
         raise ValueError(f"SMAP has dims {extra} that the fine field lacks")
     fine_lead = fine.isel({d: 0 for d in fine.dims if d not in lead}, drop=True)
-    smap, _ = xr.align(smap, fine_lead, join="exact")
+    smap, _ = xr.align(smap, fine_lead, join="exact", copy=False)
     smap = smap.expand_dims({d: fine.sizes[d] for d in lead if d not in smap.dims})
     smap = smap.transpose(*lead, *COARSE_DIMS)
     if chunks is None and smap.chunks is None:

@@ -36,36 +36,38 @@ _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
 
 
 @nb.njit(**_JIT)
-def _theta_row(dt, veg, row_base, col_base, n_classes, a0, a1, borrowed, out_theta, out_qa):
-    """θ and QA bits of one fine row: `row_base` = table offset of the row's model row and group (−1
-    outside), `col_base[x]` = offset of each pixel's model column (−1 outside), `veg[x]` its class.
+def _theta_row(dt, veg, row_base, col_base, n_classes, coefficients, bits, out_theta, out_qa):
+    """θ and QA bits of one fine row of ΔT `dt` and classes `veg` (uint8).
 
-    Row-wise (a call that passes arrays costs reference counting) and branch-free (selects, so that the
-    compiler vectorises it and random clouds cost no mispredictions); the tables hold at least one entry,
-    read and discarded for a pixel outside."""
-    for x in range(dt.shape[0]):
-        d = np.float64(dt[x])
-        c = veg[x]
-        inside = (row_base >= 0) & (col_base[x] >= 0) & (c >= 0) & (c < n_classes)
-        i = row_base + col_base[x] + np.int64(c) if inside else 0
-        theta = a0[i] + a1[i] * d
-        theta = theta if inside else np.nan
+    The coefficients of the pixel at x are (a0, a1) = coefficients[2i], coefficients[2i + 1] with
+    i = row_base + col_base[x] + min(veg[x], n_classes): `row_base` the offset of the row's model row and
+    (overpass, month) group, `col_base[x]` that of the pixel's model column; the tables hold a NaN entry
+    for a class ≥ n_classes and a NaN row and column for pixels outside the model grid, so no pixel needs
+    a test. `bits[i]` = CLASS_BORROWED where the class borrowed its coefficients.
+
+    Row-wise (a call that passes arrays costs reference counting) and in two loops: the gathers (scalar,
+    unsigned indices), then a branch-free loop that the compiler vectorises.
+    """
+    n = dt.shape[0]
+    for x in range(n):
+        i = row_base + col_base[x] + np.uint64(min(veg[x], n_classes))
+        out_theta[x] = coefficients[2 * i] + coefficients[2 * i + 1] * np.float64(dt[x])
+        out_qa[x] = bits[i]
+    for x in range(n):
+        theta = out_theta[x]
         nonpositive = theta <= 0
         out_theta[x] = np.nan if nonpositive else theta
-        out_qa[x] = (
-            (NO_DELTA_T if d != d else np.uint8(0))
-            | (CLASS_BORROWED if inside & (borrowed[i] > 0) else np.uint8(0))
-            | (OUT_OF_RANGE if nonpositive else np.uint8(0))
+        out_qa[x] |= (NO_DELTA_T if dt[x] != dt[x] else np.uint8(0)) | (
+            OUT_OF_RANGE if nonpositive else np.uint8(0)
         )
 
 
 @nb.njit(**_JIT)
-def theta_plane(dt, veg, group0, row_base, col_base, n_classes, a0, a1, borrowed, out_theta, out_qa):
-    """θ and QA of a plane: `row_base[y]` / `col_base[x]` are the flat table offsets of the model row /
-    column (−1 outside), `group0` the offset of the plane's (overpass, month) group."""
+def theta_plane(dt, veg, group0, row_base, col_base, n_classes, coefficients, bits, out_theta, out_qa):
+    """θ and QA of a plane (`_theta_row`); `group0` the table offset of the plane's (overpass, month)."""
     for y in range(dt.shape[0]):
-        rb = row_base[y] + group0 if row_base[y] >= 0 else -1
-        _theta_row(dt[y], veg[y], rb, col_base, n_classes, a0, a1, borrowed, out_theta[y], out_qa[y])
+        _theta_row(dt[y], veg[y], row_base[y] + group0, col_base, n_classes, coefficients, bits, out_theta[y],
+                   out_qa[y])
 
 
 @nb.njit(**_JIT)
@@ -88,7 +90,7 @@ def _runs(index):
 
 @nb.njit(**_JIT)
 def correct_plane(
-    mode, src, veg, group0, row_base, col_base, n_classes, a0, a1, borrowed,
+    mode, src, veg, group0, row_base, col_base, n_classes, coefficients, bits,
     prow, pcol, smap, weights, methods, ks, ratio_min_means, lows, highs,
     oy0, oy1, ox0, ox1, out_sm, out_qa,
 ):  # fmt: skip
@@ -160,8 +162,8 @@ def correct_plane(
                 slot = y % ring
                 theta = theta_buf[slot]
                 if mode == MODE_APPLY:
-                    rb = row_base[y] + group0 if row_base[y] >= 0 else -1
-                    _theta_row(src[y], veg[y], rb, col_base, n_classes, a0, a1, borrowed, theta, qa_buf[slot])
+                    _theta_row(src[y], veg[y], row_base[y] + group0, col_base, n_classes, coefficients, bits,
+                               theta, qa_buf[slot])
                 else:
                     for x in range(nx):
                         theta[x] = src[y, x]
@@ -265,8 +267,8 @@ def correct_plane(
             continue
         qa_buf[0, :] = 0
         if mode == MODE_APPLY:
-            rb = row_base[y] + group0 if row_base[y] >= 0 else -1
-            _theta_row(src[y], veg[y], rb, col_base, n_classes, a0, a1, borrowed, theta_buf[0], qa_buf[0])
+            _theta_row(src[y], veg[y], row_base[y] + group0, col_base, n_classes, coefficients, bits,
+                       theta_buf[0], qa_buf[0])
         for x in range(ox0, ox1):
             for j in range(n_corr):
                 out_sm[j, y - oy0, x - ox0] = np.nan
