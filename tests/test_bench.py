@@ -39,7 +39,7 @@ def visir():
     return run_visir_benchmark(
         console=_quiet(), quick=True, conus_fraction=0.002, apply_repeats=1,
         global_window=Window("M400", 14400, 36000, 900, 1350), global_chunk=450, global_bands=None,
-        global_budget_s=0.0, direct_bands=(1, 2), direct_memory="4GiB",
+        global_budget_s=0.0, check_chunks=2,
         fit_years=0.2, fit_time_chunk=37, fit_cells=(6, 12),
     )
 
@@ -47,8 +47,9 @@ def visir():
 def test_visir_apply_figures(visir):
     json.dumps(visir)
     a = visir["apply"]
-    for key in ("apply_correct_s", "downscale_s", "correct_s", "apply_correct_cpu_s", "pixels_per_s_per_core",
-                "triad_values_per_s", "ratio_apply_to_triad"):
+    for key in ("apply_correct_s", "hybrid_only_s", "apply_correct_cpu_s", "pixels_per_s_per_core",
+                "hybrid_only_pixels_per_s_per_core", "triad_values_per_s", "ratio_apply_to_triad",
+                "ratio_hybrid_only_to_triad"):
         assert _positive(a[key]), key
     assert a["pixels"] == a["fine_window"]["shape"][0] * a["fine_window"]["shape"][1]
     assert a["fine_window"]["shape"] == [9 * n for n in a["coarse_window"]["shape"]]
@@ -68,10 +69,10 @@ def test_visir_global_figures(visir):
     assert len(g["per_worker"]) == 2
     assert all(_positive(w["peak_rss_bytes"]) and w["peak_rss_bytes"] >= 0.9 * w["start_rss_bytes"]
                for w in g["per_worker"])
-    one, two = g["direct"]
-    assert one["shape"] == [450, 1350] and two["shape"] == [900, 1350]
-    assert one["tiled_equals_direct"]  # the tiled computation is exact, not an approximation
-    assert all(_positive(d["peak_rss_bytes_max"]) and _positive(d["wall_s"]) for d in (one, two))
+    exact = g["exact"]
+    assert exact["shape"] == [900, 900] and exact["chunks"] == 4
+    assert exact["tiled_equals_whole"]  # the tiled computation is exact, not an approximation
+    assert _positive(exact["valid_pixels"]) and _positive(exact["tiled_wall_s"])
 
 
 def test_visir_fit_figures(visir):
