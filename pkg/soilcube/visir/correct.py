@@ -15,12 +15,14 @@ over the fine pixels, band of 9 km cell rows by band:
    `downscale_and_correct`, the fused apply + correct; read in `correct_to_smap`);
 2. footprint means as a separable box filter of those sums and counts over neighbouring 9 km cells;
 3. the elementwise correction of the band's pixels with Θ, θ̄ and σ of each pixel's cell, while the band
-   is still in cache.
+   is still in cache, as θ' = θ·P + Q with P and Q per cell (additive: P = 1, Q = Θ − θ̄; hybrid:
+   P = α + (1 − α)·Θ/θ̄, Q = α·(Θ − θ̄), the formula above rearranged: equal to float64 rounding).
 
 With dask inputs each output chunk is one task over the chunk plus a halo: every fine pixel of the 9 km
 cells within the footprint's reach of the chunk's own cells (`tiles.halo_spans`); sums run in an order
 fixed by the cells, so the tiles reproduce the whole-window result exactly and memory is bounded by the
-chunk size. SMAP enters whole per time step (9 km: small).
+chunk size. SMAP enters whole per time step (9 km: small). Computation is float64 throughout; outputs are
+float64 (`correct_to_smap`) or the `dtype` asked for (`downscale_and_correct`: float32 by default).
 
 Footprint (`footprint_weights`): a footprint of F km around a 9 km cell is the square of side F centred on
 the cell, i.e. F/9 cells wide. Each neighbouring cell counts with the fraction of it that the square

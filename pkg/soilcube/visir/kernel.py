@@ -13,8 +13,8 @@ the arithmetic of every pixel happens here, on one 2-D plane (fine rows × colum
   while it is still in cache. Only the 9 km statistics (a few arrays of cells) and the ring buffer of
   (r + 1) cell rows of θ are held besides inputs and outputs.
 
-The order of every floating-point sum is fixed by the cells alone (per fine row left to right within a cell,
-then rows top to bottom; box terms by increasing offset), so a tile computed with its halo gives bit for
+The order of every floating-point sum is fixed by the cells alone (each column of a cell top to bottom, then
+its columns left to right; box terms by increasing offset), so a tile computed with its halo gives bit for
 bit the pixels of the whole window.
 """
 
