@@ -55,16 +55,17 @@ def tiles_window(tiles: list[SinusoidalTile], grid_name: str) -> Window:
     return Window.covering(grid_name, rows, cols)
 
 
-def _compact(lut: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The lookup as int16 (tile numbers < 36, pixels < 2400); anything else (cells off the sinusoid) → −1,
-    which matches no tile."""
+def _compact_lookup(window: Window, pixels: int) -> dict[str, np.ndarray]:
+    """`sinusoidal_lookup` as int16 (tile numbers < 36, pixels < 2400); anything else (cells off the
+    sinusoid) → −1, which matches no tile. Built in a task: the graph carries the window, not the table."""
+    lut = sinusoidal_lookup(window, pixels)
     return {k: np.where((v >= 0) & (v < 2**15), v, -1).astype(np.int16) for k, v in lut.items()}
 
 
 def _gather(pieces: list, lut: dict[str, np.ndarray], shape: tuple[int, int], dtype, missing) -> np.ndarray:
     """out[cells of tile (h, v)] = block[i − i0, j − j0] for every tile piece (h, v, i0, j0, block); cells
     no tile covers keep `missing`. The cells are found here, in the task, from the window's lookup `lut`
-    (one key of the graph that every gather shares), so the graph carries no per-piece index arrays."""
+    (one task's result that every gather shares), so the graph carries no index arrays."""
     out = np.full(shape, missing, dtype=dtype)
     for h, v, i0, j0, block in pieces:
         where = (lut["h"] == h) & (lut["v"] == v)
@@ -93,7 +94,7 @@ class ViirsReader(Reader):
     def open(self, granules, storage_options, window, variables):
         window = window or tiles_window([_tile(g, self.pixels) for g in granules], self.grid_name)
         lut = sinusoidal_lookup(window, self.pixels)
-        shared_lut = dask.delayed(_compact(lut), pure=True)  # one key, whatever the number of granules
+        shared_lut = dask.delayed(_compact_lookup, pure=True)(window, self.pixels)  # one task per open
         # (time, layer) → (h, v) → (url, dataset)
         slots: dict[tuple, dict[tuple[int, int], tuple[str, xr.Dataset]]] = {}
         for g in granules:
