@@ -1,6 +1,8 @@
 """Readers through kerchunk references: values equal what h5py/netCDF4 read from the same files (fills as
 NaN, scale applied, flags as integers), time from the file name, coordinates from the grid definitions."""
 
+import io
+import pickle
 import shutil
 
 import fsspec
@@ -8,6 +10,7 @@ import h5py
 import netCDF4
 import numpy as np
 import pytest
+import xarray as xr
 from synthetic_granules import SMAP_WINDOW, T0, VIIRS_WINDOW, write_granules
 
 from soilcube.grids import GLDAS_GRID, LTDR_GRID, REGIONS, Window, sinusoidal_lookup
@@ -250,3 +253,59 @@ def test_real_gldas_through_references(real_data, archive_root):
                 expected = nc[name][0].filled(np.nan)
                 np.testing.assert_array_equal(ds[name][k].values, expected)
                 assert np.isnan(expected).any() and np.isfinite(expected).any()
+
+
+def _arrays_in(graph: dict) -> list[tuple[int, ...]]:
+    """Shapes of the numpy arrays of more than 16 elements that pickling the graph meets."""
+    found = []
+
+    class Pickler(pickle.Pickler):
+        def reducer_override(self, obj):
+            if isinstance(obj, np.ndarray) and obj.size > 16:
+                found.append(obj.shape)
+            return NotImplemented
+
+    Pickler(io.BytesIO()).dump(graph)
+    return found
+
+
+@pytest.mark.parametrize("product", ["viirs_lst", "viirs_lai"])
+def test_viirs_chunks_equal_the_whole_window_and_read_only_what_they_touch(synthetic_archive, monkeypatch,
+                                                                           product):
+    """Spatial chunks of the window (`ViirsReader.chunk` cells a side) give the same mosaic as one chunk,
+    and each chunk's task gets only the tiles its sub-window touches, cut to the block it takes pixels
+    from (the lookup of the sub-window is built in the task: no index arrays in the graph)."""
+    from soilcube.sources import viirs
+
+    _, options, urls = synthetic_archive
+    reader = viirs.ViirsLst if product == "viirs_lst" else viirs.ViirsLai
+    monkeypatch.setattr(reader, "chunk", 10_000)
+    whole = open_granules(product, urls[product], options, window=VIIRS_WINDOW).compute()
+    monkeypatch.setattr(reader, "chunk", 25)
+    lazy = open_granules(product, urls[product], options, window=VIIRS_WINDOW, variables=[reader.main])
+    assert lazy[reader.main].data.numblocks[-2:] == (3, 5)  # 72 × 108 cells in chunks of 25
+    graph = dict(lazy[reader.main].data.__dask_graph__())
+    assert not _arrays_in(graph), "the graph must not carry lookup arrays"
+    calls = []
+    gather = viirs._gather
+
+    def spy(pieces, window, pixels, shape, dtype, missing):
+        calls.append((window, [(h, v, i0, j0, block.shape) for _, _, h, v, i0, j0, block in pieces]))
+        return gather(pieces, window, pixels, shape, dtype, missing)
+
+    monkeypatch.setattr(viirs, "_gather", spy)
+    lazy = open_granules(product, urls[product], options, window=VIIRS_WINDOW, variables=[reader.main])
+    xr.testing.assert_identical(lazy.compute(), whole[[reader.main]])
+    assert {w for w, _ in calls} == {w for row in viirs._parts(VIIRS_WINDOW, 25) for w in row}
+    one_tile = 0
+    for window, pieces in calls:
+        lut = sinusoidal_lookup(window, reader.pixels)
+        touched = set(zip(lut["h"].ravel().tolist(), lut["v"].ravel().tolist(), strict=True))
+        assert {(h, v) for h, v, *_ in pieces} <= touched
+        one_tile += len(touched) == 1
+        for h, v, i0, j0, shape in pieces:
+            where = (lut["h"] == h) & (lut["v"] == v)
+            i, j = lut["i"][where], lut["j"][where]
+            assert (i0, j0) == (i.min(), j.min())
+            assert shape == (i.max() - i.min() + 1, j.max() - j.min() + 1)
+    assert one_tile, "some chunks must lie within one tile"

@@ -1,13 +1,15 @@
 """VIIRS sinusoidal tile products (HDF-EOS5): VNP21A1D/N daily 1 km LST and VNP15A2H 8-day 500 m LAI.
 
 Tiles are mosaicked straight onto an EASE2 window by nearest-pixel gathering (grids.sinusoidal_lookup):
-each output cell takes the sinusoidal pixel under its centre, from whichever tile holds it. Only the block
-of each tile that the window touches is read.
+each output cell takes the sinusoidal pixel under its centre, from whichever tile holds it. The mosaic is
+chunked in space (`ViirsReader.chunk` cells a side): each chunk's task reads only the tiles its sub-window
+touches, and only the block of each that it takes pixels from, and builds the sub-window's lookup itself.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from fnmatch import fnmatch
 
 import dask
@@ -57,19 +59,42 @@ def tiles_window(tiles: list[SinusoidalTile], grid_name: str) -> Window:
 
 def _compact_lookup(window: Window, pixels: int) -> dict[str, np.ndarray]:
     """`sinusoidal_lookup` as int16 (tile numbers < 36, pixels < 2400); anything else (cells off the
-    sinusoid) → −1, which matches no tile. Built in a task: the graph carries the window, not the table."""
+    sinusoid) → −1, which matches no tile."""
     lut = sinusoidal_lookup(window, pixels)
     return {k: np.where((v >= 0) & (v < 2**15), v, -1).astype(np.int16) for k, v in lut.items()}
 
 
-def _gather(pieces: list, lut: dict[str, np.ndarray], shape: tuple[int, int], dtype, missing) -> np.ndarray:
-    """out[cells of tile (h, v)] = block[i − i0, j − j0] for every tile piece (h, v, i0, j0, block); cells
-    no tile covers keep `missing`. The cells are found here, in the task, from the window's lookup `lut`
-    (one task's result that every gather shares), so the graph carries no index arrays."""
+def _parts(window: Window, chunk: int) -> list[list[Window]]:
+    """The window cut into sub-windows of `chunk`² cells (smaller at the south and east edges), by rows."""
+    return [[Window(window.grid_name, window.row0 + r, window.col0 + c, min(chunk, window.nrows - r),
+                    min(chunk, window.ncols - c)) for c in range(0, window.ncols, chunk)]
+            for r in range(0, window.nrows, chunk)]
+
+
+def _touched(window: Window, pixels: int) -> dict[tuple[int, int], tuple[slice, slice]]:
+    """(h, v) → the rows and columns of that tile that the cells of `window` take pixels from."""
+    lut = _compact_lookup(window, pixels)
+    valid = (lut["h"] >= 0) & (lut["v"] >= 0) & (lut["i"] >= 0) & (lut["j"] >= 0)
+    keys = lut["h"][valid].astype(np.int32) * 2**15 + lut["v"][valid]
+    out = {}
+    for key in np.unique(keys).tolist():
+        where = valid & (lut["h"] == key // 2**15) & (lut["v"] == key % 2**15)
+        i, j = lut["i"][where], lut["j"][where]
+        out[(key // 2**15, key % 2**15)] = (slice(int(i.min()), int(i.max()) + 1),
+                                            slice(int(j.min()), int(j.max()) + 1))
+    return out
+
+
+def _gather(pieces: list, window: Window, pixels: int, shape: tuple[int, ...], dtype, missing) -> np.ndarray:
+    """One chunk: out[t, layer][cells of tile (h, v)] = block[i − i0, j − j0] for every piece
+    (t, layer, h, v, i0, j0, block) — `shape` is (times, layers…, rows, columns) of the sub-window; cells no
+    tile covers keep `missing`. The lookup of the sub-window is built here, in the task, so the graph
+    carries no index arrays."""
+    lut = _compact_lookup(window, pixels)
     out = np.full(shape, missing, dtype=dtype)
-    for h, v, i0, j0, block in pieces:
+    for t, layer, h, v, i0, j0, block in pieces:
         where = (lut["h"] == h) & (lut["v"] == v)
-        out[where] = block[lut["i"][where] - i0, lut["j"][where] - j0]
+        out[(t, layer)[: len(shape) - 2]][where] = block[lut["i"][where] - i0, lut["j"][where] - j0]
     return out
 
 
@@ -79,6 +104,9 @@ class ViirsReader(Reader):
     layers: dict[str | None, str | None]  # file-name variant → layer label (None: no layer dim)
     layer_dim = "day_night"
     version_pattern = re.compile(r"\.(\d{3})\.(\d{13})\.h5$")  # collection and production time
+    # Spatial chunk side (cells of the window): the cubes' shard side (store.CubeLayout.spatial_shard), the
+    # tile that runs.downscale_window processes. One task per chunk and variable, all time steps and layers.
+    chunk = 720
 
     @property
     def required(self):
@@ -93,8 +121,6 @@ class ViirsReader(Reader):
 
     def open(self, granules, storage_options, window, variables):
         window = window or tiles_window([_tile(g, self.pixels) for g in granules], self.grid_name)
-        lut = sinusoidal_lookup(window, self.pixels)
-        shared_lut = dask.delayed(_compact_lookup, pure=True)(window, self.pixels)  # one task per open
         # (time, layer) → (h, v) → (url, dataset)
         slots: dict[tuple, dict[tuple[int, int], tuple[str, xr.Dataset]]] = {}
         for g in granules:
@@ -109,43 +135,49 @@ class ViirsReader(Reader):
         templates = {name: decode_variable(first[name][:1, :1], first[name].attrs.get("_FillValue"))
                      for name in names}
         times = sorted({time for time, _ in slots})
-        per_time = []
-        for time in times:
-            per_layer = []
-            for layer in self.layers.values():
-                tiles = slots.get((time, layer), {})
-                per_layer.append(xr.Dataset({
-                    name: (("y", "x"), self._mosaic(tiles, name, templates[name], lut, shared_lut,
-                                                    window.shape),
-                           templates[name].attrs)
-                    for name in names
-                }))
-            if len(per_layer) > 1:
-                labels = xr.DataArray(list(self.layers.values()), dims=self.layer_dim, name=self.layer_dim)
-                per_time.append(xr.concat(per_layer, dim=labels))
-            else:
-                per_time.append(per_layer[0])
-        out = xr.concat(per_time, dim="time").assign_coords(time=np.array(times, dtype="datetime64[ns]"))
+        labels = list(self.layers.values())
+        parts = _parts(window, self.chunk)
+        touched = [[_touched(part, self.pixels) for part in row] for row in parts]
+        dims = ("time", self.layer_dim, "y", "x") if len(labels) > 1 else ("time", "y", "x")
+        out = xr.Dataset({
+            name: (dims, self._mosaic(slots, times, labels, name, templates[name], parts, touched),
+                   templates[name].attrs)
+            for name in names
+        }, coords={"time": np.array(times, dtype="datetime64[ns]")})
+        if len(labels) > 1:
+            out = out.assign_coords({self.layer_dim: labels})
         return out.assign_coords(window_coords(window))
 
-    def _mosaic(self, tiles: dict[tuple[int, int], tuple[str, xr.Dataset]], name: str, template: xr.DataArray,
-                lut: dict[str, np.ndarray], shared_lut, shape: tuple[int, int]) -> da.Array:
-        pieces = []
-        for (h, v), (url, ds) in tiles.items():
-            where = (lut["h"] == h) & (lut["v"] == v)
-            if not where.any():
-                continue
-            i, j = lut["i"][where], lut["j"][where]
-            rows, cols = slice(i.min(), i.max() + 1), slice(j.min(), j.max() + 1)
-            block = chunked(ds[name].isel(row=rows, col=cols), {}, url, rows, cols)
-            block = decode_variable(block, ds[name].attrs.get("_FillValue"))
-            pieces.append((h, v, i.min(), j.min(), block.data))
+    def _mosaic(self, slots, times: list, labels: list, name: str, template: xr.DataArray,
+                parts: list[list[Window]], touched: list[list[dict]]) -> da.Array:
+        """One variable: a dask array (time, layer…, y, x) with one chunk per sub-window of `parts`, whose
+        task reads only the tiles, and the block of each, that its sub-window touches."""
         # Cells without a tile: NaN, or for flags the all-ones value VIIRS uses as fill (255 for the LAI QC).
         # Not the flag's `_FillValue` from the references: where a file declares none, kerchunk reports
         # HDF5's default 0, which in VIIRS QC means "good quality".
         missing = np.iinfo(template.dtype).max if template.dtype.kind in "iu" else np.nan
-        cells = dask.delayed(_gather)(pieces, shared_lut, shape, template.dtype, missing)
-        return da.from_delayed(cells, shape, dtype=template.dtype)
+        lead = (len(times), len(labels)) if len(labels) > 1 else (len(times),)
+        blocks = []
+        for row_parts, row_touched in zip(parts, touched, strict=True):
+            row = []
+            for part, tiles in zip(row_parts, row_touched, strict=True):
+                pieces = []
+                for t, time in enumerate(times):
+                    for k, layer in enumerate(labels):
+                        for (h, v), (url, ds) in slots.get((time, layer), {}).items():
+                            if (h, v) not in tiles:
+                                continue
+                            rows, cols = tiles[(h, v)]
+                            block = chunked(ds[name].isel(row=rows, col=cols), {}, url, name, rows, cols)
+                            block = decode_variable(block, ds[name].attrs.get("_FillValue"))
+                            pieces.append((t, k, h, v, rows.start, cols.start, block.data))
+                shape = lead + part.shape
+                # a fresh Window: `part` caches its x/y coordinates, which the graph need not carry
+                cells = dask.delayed(_gather)(pieces, replace(part), self.pixels, shape, template.dtype,
+                                              missing)
+                row.append(da.from_delayed(cells, shape, dtype=template.dtype))
+            blocks.append(row)
+        return da.block(blocks)
 
 
 class ViirsLst(ViirsReader):
