@@ -309,3 +309,11 @@ def test_viirs_chunks_equal_the_whole_window_and_read_only_what_they_touch(synth
             assert (i0, j0) == (i.min(), j.min())
             assert shape == (i.max() - i.min() + 1, j.max() - j.min() + 1)
     assert one_tile, "some chunks must lie within one tile"
+
+
+def test_viirs_chunk_is_the_cube_shard():
+    """The mosaic's chunks are the tiles `runs.downscale_window` processes: no spatial rechunk between."""
+    from soilcube import runs
+    from soilcube.sources.viirs import ViirsReader
+
+    assert ViirsReader.chunk == runs.TILE_PIXELS
