@@ -13,7 +13,7 @@ import xarray as xr
 from soilcube import refs, runs, store
 from soilcube.access import open_cube
 from soilcube.config import Settings
-from soilcube.grids import REGIONS
+from soilcube.grids import REGIONS, parent_index, region
 from soilcube.synth.archive import build_archive
 from soilcube.validate.osse import validate_store
 from soilcube.visir.qa import QA
@@ -230,3 +230,20 @@ def test_the_whole_chain_on_the_real_s3_server(seaweedfs, tmp_path):
         np.isfinite(cube["sm"].sel(time=np.datetime64(DAYS[0], "ns")).values).any()
         or np.isfinite(cube["sm"].sel(time=np.datetime64(DAYS[1], "ns")).values).any()
     )
+
+
+def test_downscaled_slices_share_the_tile_chunks_and_a_small_graph(downscaled):
+    area = region(downscaled.region)
+    model, _ = runs.model_version(downscaled)
+    smap, _ = runs.smap_9km(downscaled, DAYS, area)
+    slices, _ = runs.downscale_window(downscaled, DAYS, "M400", model, smap, area)
+    chunks = slices["sm"].chunks
+    assert all(slices[name].chunks == chunks for name in slices.data_vars)
+    assert max(chunks[-1]) == runs.TILE_PIXELS
+    n_chunks = np.prod([len(c) for c in chunks])
+    graph = dict(slices.__dask_graph__())
+    assert len(graph) < 40 * n_chunks  # a handful of tasks per tile, not per 9 km cell
+    # the 9 km fields on the fine grid: each pixel takes its 9 km cell's value
+    rows, cols = parent_index(area.window("M400"), area.window("M09"))
+    expected = smap["soil_moisture"].values[:, :, rows][:, :, :, cols]
+    np.testing.assert_array_equal(slices["smap_9km"].values, expected.astype(np.float32))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 from datetime import date, timedelta
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -36,8 +37,10 @@ SMAP_FROZEN_OR_SNOW_BITS = (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8)
 SMAP_BAD_RETRIEVAL_BITS = (1 << 0) | (1 << 2)
 SMAP_FLAG_FILL = 65534
 # The corrections of the cubes: `sm` the paper's hybrid, `sm_additive` the public code's (see `_parameters`).
-CORRECTIONS = {"sm": Correction("hybrid", k=0.02, footprint_km=36.0),
-               "sm_additive": Correction("additive", footprint_km=33.0)}
+CORRECTIONS = {
+    "sm": Correction("hybrid", k=0.02, footprint_km=36.0),
+    "sm_additive": Correction("additive", footprint_km=33.0),
+}
 # Fine pixels per side of a downscaling task's tile: the cubes' shard side (store.CubeLayout).
 TILE_PIXELS = store.CubeLayout().spatial_shard
 
@@ -219,23 +222,53 @@ def downscale_window(
         parents,
         CORRECTIONS,
     )
-    rows, cols = (xr.DataArray(t, dims=d) for t, d in zip(parents, ("y", "x"), strict=True))
-    # Lazily: gathered eagerly, the 9 km fields would be copied to the fine grid inside the task graph.
-    coarse = smap.chunk({"time": 1}).isel(y=rows, x=cols).drop_vars(["y", "x"])
-    qa = (
-        fields["qa"]
-        | flag_where(coarse["vegetation_water_content"] > DENSE_VEGETATION_VWC, QA.DENSE_VEGETATION)
-        | flag_where(coarse["frozen"], QA.FROZEN_OR_SNOW)
+    flags = flag_where(smap["vegetation_water_content"] > DENSE_VEGETATION_VWC, QA.DENSE_VEGETATION) | (
+        flag_where(smap["frozen"], QA.FROZEN_OR_SNOW)
     )
+    like = fields["qa"].transpose("time", "overpass", "y", "x")
     slices = xr.Dataset(
         {
             "sm": fields["sm"],
             "sm_additive": fields["sm_additive"],
-            "smap_9km": coarse["soil_moisture"].astype(np.float32),
-            "qa": qa.astype(np.uint8),
+            "smap_9km": _on_fine_chunks(smap["soil_moisture"].astype(np.float32), parents, like),
+            "qa": like | _on_fine_chunks(flags.astype(np.uint8), parents, like),
         }
     )
     return slices.transpose("time", "overpass", "y", "x").assign_coords(x=window.x, y=window.y), inputs
+
+
+def _on_fine_chunks(coarse: xr.DataArray, parents, like: xr.DataArray) -> xr.DataArray:
+    """A 9 km field (numpy) on the fine grid of `like`, with `like`'s dims and chunks: each task gathers its
+    own block, and the graph holds the 9 km array once (gathered eagerly it would be copied to the fine
+    grid inside the graph; gathered by dask indexing it would come in 9 km-sized chunks)."""
+    coarse = coarse.transpose(*like.dims)
+    tables = {"y": parents[0], "x": parents[1]}
+    positions = [
+        da.from_array(tables.get(d, np.arange(like.sizes[d])), chunks=(c,))
+        for d, c in zip(like.dims, like.chunks, strict=True)
+    ]
+    out, whole = "abcd"[: like.ndim], "ABCD"[: like.ndim]
+    pairs = [arg for p, i in zip(positions, out, strict=True) for arg in (p, i)]
+    data = da.blockwise(
+        _gather_block,
+        out,
+        da.from_array(coarse.values, chunks=-1),
+        whole,
+        *pairs,
+        dtype=coarse.dtype,
+        concatenate=True,
+    )
+    return xr.DataArray(data, dims=like.dims, coords=like.coords)
+
+
+def _gather_block(table: np.ndarray, *positions: np.ndarray) -> np.ndarray:
+    """table[p0, p1, …] for 1-D positions along each axis (an outer product); −1 (outside the 9 km window)
+    → NaN, or 0 for integer tables."""
+    values = table[np.ix_(*(np.maximum(p, 0) for p in positions))]
+    outside = np.zeros(values.shape, dtype=bool)
+    for axis, p in enumerate(positions):
+        outside |= (p < 0).reshape([-1 if a == axis else 1 for a in range(len(positions))])
+    return np.where(outside, np.nan if values.dtype.kind == "f" else 0, values).astype(table.dtype)
 
 
 def _parameters(settings: Settings, model_version: str) -> dict:
