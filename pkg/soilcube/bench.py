@@ -88,22 +88,27 @@ def _mib(n_bytes: float) -> str:
 
 
 @contextmanager
-def _one_thread():
-    """OMP/MKL/OpenBLAS limited to one thread (environment, for anything started inside) and dask's
-    synchronous scheduler."""
-    import dask
-
+def _one_thread_libraries():
+    """OMP/MKL/OpenBLAS limited to one thread in the environment: anything started inside inherits it."""
     saved = {k: os.environ.get(k) for k in _ONE_THREAD}
     os.environ.update(_ONE_THREAD)
     try:
-        with dask.config.set(scheduler="synchronous"):
-            yield
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextmanager
+def _one_thread():
+    """One-thread libraries and dask's synchronous scheduler."""
+    import dask
+
+    with _one_thread_libraries(), dask.config.set(scheduler="synchronous"):
+        yield
 
 
 # --- 1. references vs h5py --------------------------------------------------------------------------------
@@ -439,25 +444,16 @@ def _local_cluster(memory_limit: str, n_workers: int = 2):
 
     from dask.distributed import Client, LocalCluster
 
-    saved = {k: os.environ.get(k) for k in _ONE_THREAD}
-    os.environ.update(_ONE_THREAD)  # the worker processes inherit it
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
-            warnings.filterwarnings("ignore", message=".*[Pp]ort .* already in use.*")
-            with (
-                LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                             dashboard_address=":0", memory_limit=memory_limit,
-                             silence_logs=logging.CRITICAL) as cluster,
-                Client(cluster) as client,
-            ):
-                yield client
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with _one_thread_libraries(), warnings.catch_warnings():  # the worker processes inherit the environment
+        warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
+        warnings.filterwarnings("ignore", message=".*[Pp]ort .* already in use.*")
+        with (
+            LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                         dashboard_address=":0", memory_limit=memory_limit,
+                         silence_logs=logging.CRITICAL) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
 
 
 @contextmanager
