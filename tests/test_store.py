@@ -319,7 +319,8 @@ def test_concurrent_runs_conflict_only_on_the_same_shard(seaweedfs, monkeypatch,
 @pytest.mark.slow
 def test_dask_dataset_written_under_a_distributed_cluster(tmp_path, seaweedfs):
     """Workers write through pickled fork sessions and read through pickled read-only sessions, both in a
-    directory and in a bucket (credentials travel with the session)."""
+    directory and in a bucket (credentials travel with the session); the days already in a shard that a
+    write completes are read by the workers too, and kept."""
     from dask.distributed import Client, LocalCluster, get_task_stream
 
     stores = [
@@ -335,6 +336,7 @@ def test_dask_dataset_written_under_a_distributed_cluster(tmp_path, seaweedfs):
         workers = set(client.scheduler_info()["workers"])
         for url, options in stores:
             make_cube(url, storage_options=options)
+            write(url, [0, 3], storage_options=options)  # the shard of days 0–3 is then completed lazily
             with get_task_stream(client) as tasks:
                 store.write_slices(
                     url,
@@ -348,8 +350,9 @@ def test_dask_dataset_written_under_a_distributed_cluster(tmp_path, seaweedfs):
             assert tasks.data and {task["worker"] for task in tasks.data} <= workers  # ran on the cluster
             # read back on the cluster too, as an analyst with a Client would
             cube = open_cube(f"{url}/{NAME}", storage_options=options)
-            assert_holds_exactly(cube, {1, 2, 9, 10, 11})
+            assert_holds_exactly(cube, {0, 1, 2, 3, 9, 10, 11})
             assert (cube.status.isel(time=[1, 2, 9, 10, 11]).values == 2).all()
+            assert (cube.status.isel(time=[0, 3]).values == store.STATUS_CODES["nrt"]).all()
 
 
 def test_write_dataset_versions_a_whole_cube(tmp_path):

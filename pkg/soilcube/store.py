@@ -295,12 +295,16 @@ def write_slices(
     repo = open_repository(cube_url(store_url, name), storage_options)
     session = repo.writable_session(BRANCH)
     cube = xr.open_zarr(session.store, consolidated=False, zarr_format=3, chunks=None)
+    # The values kept around the new slices are read in the write tasks from the same snapshot (a read-only
+    # session pickles; loaded here they would travel inside the task graph).
+    base = repo.readonly_session(snapshot_id=session.snapshot_id)
+    kept_values = xr.open_zarr(base.store, consolidated=False, zarr_format=3, chunks=None)
     slices = _conform(dataset, cube, name)
     status_code = _status_code(status, cube, name)
     positions = cube.indexes["time"].get_indexer(slices.time.values)
     shard_chunks = _shard_chunks(cube, list(slices.data_vars))
     for span in _shard_spans(positions, shard_chunks["time"], cube.sizes["time"]):
-        block = _whole_shards(slices, cube, positions, span)
+        block = _whole_shards(slices, kept_values, positions, span)
         if status_code is not None:
             written = np.isin(np.arange(span.start, span.stop), positions)
             codes = np.where(written, status_code, cube.status.values[span])
@@ -420,14 +424,17 @@ def _shard_spans(positions: np.ndarray, time_shard: int, length: int) -> list[sl
 
 
 def _whole_shards(slices: xr.Dataset, cube: xr.Dataset, positions: np.ndarray, span: slice) -> xr.Dataset:
-    """The slices that fall in `span`, completed with the cube's current values for the other steps."""
+    """The slices that fall in `span`, completed with the cube's current values for the other steps (lazily
+    when the slices are dask-backed)."""
     inside = (positions >= span.start) & (positions < span.stop)
     given = slices.isel(time=np.flatnonzero(inside))
     kept = np.setdiff1d(np.arange(span.start, span.stop), positions[inside])
     if kept.size == 0:
         return given.sortby("time")
     current = cube[list(slices.data_vars)].isel(time=kept)
-    current = current.drop_vars([c for c in current.coords if c != "time"]).load()
+    current = current.drop_vars([c for c in current.coords if c != "time"])
+    lazy = any(var.chunks is not None for var in given.data_vars.values())
+    current = current.chunk() if lazy else current.load()
     for var in current.variables.values():
         var.attrs, var.encoding = {}, {}
     return xr.concat([given, current], dim="time").sortby("time")
