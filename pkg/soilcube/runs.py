@@ -48,16 +48,8 @@ TILE_PIXELS = store.CubeLayout().spatial_shard
 def granule_urls(
     settings: Settings, product: str, first: np.datetime64 | None = None, last: np.datetime64 | None = None
 ) -> list[str]:
-    """URLs of readable granules (per the reference index) whose file-name time lies in [first, last]."""
-    index = refs.read_index(settings.archive, product, settings.storage_options)
-    ok = index[index["status"] == "ok"]
-    times = pd.to_datetime(ok["time"])
-    keep = np.ones(len(ok), dtype=bool)
-    if first is not None:
-        keep &= times >= pd.Timestamp(first)
-    if last is not None:
-        keep &= times <= pd.Timestamp(last)
-    return ok.loc[keep, "url"].tolist()
+    """`refs.granule_urls` of the settings' archive."""
+    return refs.granule_urls(settings.archive, product, settings.storage_options, first, last)
 
 
 def _names(urls: list[str]) -> list[str]:

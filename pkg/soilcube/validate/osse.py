@@ -124,9 +124,9 @@ def smap_l4_bicubic(
     """SMAP L4 `sm_surface` scenes of [first, last] on the 9 km window of `window`'s extent, interpolated
     onto `window` (M01) by MATLAB imresize bicubic at the integer scale 9 (`soilcube.resample`): the
     mirror boundary is the window's edge. Granules come from the archive's reference index."""
-    index = refs.read_index(archive_url, "smap_l4", storage_options)
-    ok = index[(index["status"] == "ok") & index["time"].between(pd.Timestamp(first), pd.Timestamp(last))]
-    if ok.empty:
+    # L4 file names sort by time
+    urls = sorted(refs.granule_urls(archive_url, "smap_l4", storage_options, first, last))
+    if not urls:
         raise FileNotFoundError(
             f"no referenced smap_l4 granules for {first} … {last} in {archive_url}: run `soilcube refs`"
         )
@@ -134,7 +134,7 @@ def smap_l4_bicubic(
     scale = window.grid.subdivision // coarse_window.grid.subdivision
     scenes = open_granules(
         "smap_l4",
-        ok.sort_values("time")["url"].tolist(),
+        urls,
         storage_options,
         window=coarse_window,
         variables=[SMAP_L4_VARIABLE],
