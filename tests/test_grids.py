@@ -12,10 +12,12 @@ from soilcube.grids import (
     LTDR_GRID,
     REGIONS,
     SinusoidalTile,
+    Window,
     block_mean,
     ease2_grid,
     parent_index,
     region,
+    sinusoidal_blocks,
     sinusoidal_lookup,
     sinusoidal_tiles,
 )
@@ -165,3 +167,35 @@ def test_sinusoidal_lookup_places_tiles_on_an_ease2_window():
     # Longitude grows with the tile column along a row of the window.
     global_col = lut["h"][0] * 1200 + lut["j"][0]
     assert np.all(np.diff(global_col) >= 0)
+
+
+def _blocks_of_the_lookup(window, pixels):
+    lut = sinusoidal_lookup(window, pixels)
+    blocks = {}
+    for h, v in set(zip(lut["h"].ravel().tolist(), lut["v"].ravel().tolist(), strict=True)):
+        where = (lut["h"] == h) & (lut["v"] == v)
+        i, j = lut["i"][where], lut["j"][where]
+        blocks[(h, v)] = (slice(int(i.min()), int(i.max()) + 1), slice(int(j.min()), int(j.max()) + 1))
+    return blocks
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["M36", "M09", "M01", "M400"]), st.sampled_from([1200, 2400]),
+       st.floats(0, 1, exclude_max=True), st.floats(0, 1, exclude_max=True),
+       st.integers(1, 300), st.integers(1, 300))
+def test_sinusoidal_blocks_are_those_of_the_lookup(name, pixels, row_at, col_at, nrows, ncols):
+    """The blocks each tile gives a window, from each row's ends and border bisection, are exactly the
+    min–max rows and columns the per-cell lookup takes: anywhere on the globe (poles, equator, the
+    antimeridian), windows within a tile or across several."""
+    rows, cols = ease2_grid(name).shape
+    nrows, ncols = min(nrows, rows), min(ncols, cols)
+    window = Window(name, int(row_at * (rows - nrows + 1)), int(col_at * (cols - ncols + 1)), nrows, ncols)
+    assert sinusoidal_blocks(window, pixels) == _blocks_of_the_lookup(window, pixels)
+
+
+def test_sinusoidal_blocks_of_the_whole_globe():
+    """Every tile of the globe, rows crossing many tile borders each."""
+    window = Window("M36", 0, 0, *ease2_grid("M36").shape)
+    blocks = sinusoidal_blocks(window, 1200)
+    assert blocks == _blocks_of_the_lookup(window, 1200)
+    assert len({key for key in blocks if 0 <= key[0] < 36}) > 300  # most of the grid's 460 tiles

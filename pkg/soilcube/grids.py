@@ -340,22 +340,72 @@ class SinusoidalTile:
         return f"h{self.h:02d}v{self.v:02d}"
 
 
+def _sinusoidal_pixels(grid: EASE2Grid, rows, cols, pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Global row and column (from the sinusoidal grid's upper left, `pixels` per tile side) of the
+    sinusoidal pixel under the centre of each EASE2 cell (rows, cols)."""
+    sx, sy = _EASE_TO_SINU.transform(*np.broadcast_arrays(grid.x(cols), grid.y(rows)))
+    pixel = SINUSOIDAL_TILE_SIZE / pixels
+    return (np.floor((SINUSOIDAL_Y0 - sy) / pixel).astype(np.int64),
+            np.floor((sx - SINUSOIDAL_X0) / pixel).astype(np.int64))
+
+
 def sinusoidal_lookup(window: Window, pixels: int) -> dict[str, np.ndarray]:
     """Nearest sinusoidal pixel of every cell of an EASE2 window.
 
     Returns 2-D arrays `h`, `v` (tile numbers) and `i`, `j` (row, column within the tile) with the
     window's shape: the table that mosaics tiles onto EASE2 by gathering (not a reshape).
     """
-    xx, yy = np.meshgrid(window.x, window.y)
-    sx, sy = _EASE_TO_SINU.transform(xx, yy)
-    pixel = SINUSOIDAL_TILE_SIZE / pixels
-    gcol = np.floor((sx - SINUSOIDAL_X0) / pixel).astype(np.int64)
-    grow = np.floor((SINUSOIDAL_Y0 - sy) / pixel).astype(np.int64)
+    grow, gcol = _sinusoidal_pixels(window.grid, window.rows[:, None], window.cols[None, :], pixels)
     return {"h": gcol // pixels, "v": grow // pixels, "i": grow % pixels, "j": gcol % pixels}
+
+
+def _first_reaching(grid: EASE2Grid, rows: np.ndarray, lo: int, hi: int, bound: int, pixels: int):
+    """Rows whose sinusoidal column is < `bound` at EASE2 column `lo` and ≥ `bound` at `hi`: the
+    sinusoidal columns of the last cell before `bound` and of the first at or past it (bisection, all
+    rows at once)."""
+    lo, hi = np.full(rows.shape, lo), np.full(rows.shape, hi)
+    while np.any(hi - lo > 1):
+        mid = (lo + hi) // 2
+        reached = _sinusoidal_pixels(grid, rows, mid, pixels)[1] >= bound
+        lo, hi = np.where(reached, lo, mid), np.where(reached, mid, hi)
+    return _sinusoidal_pixels(grid, rows, lo, pixels)[1], _sinusoidal_pixels(grid, rows, hi, pixels)[1]
+
+
+def sinusoidal_blocks(window: Window, pixels: int) -> dict[tuple[int, int], tuple[slice, slice]]:
+    """(h, v) → the rows and columns of tile (h, v) that `sinusoidal_lookup(window, pixels)` takes pixels
+    from (min to max), without the lookup.
+
+    An EASE2 row is a parallel: its cells share one sinusoidal row, and their sinusoidal column grows
+    with the EASE2 column. So each row's first and last cells bound its span, and where a span crosses a
+    tile border, bisection finds the cells either side: O(rows · log columns) transforms instead of one
+    per cell (a global 400 m window has 3.2 G cells).
+    """
+    grid, rows = window.grid, window.rows
+    first, last = window.col0, window.col0 + window.ncols - 1
+    grow, g_first = _sinusoidal_pixels(grid, rows, first, pixels)
+    g_last = _sinusoidal_pixels(grid, rows, last, pixels)[1]
+    v_of_row, i_of_row = np.divmod(grow, pixels)
+    blocks = {}
+    for h in range(int(g_first.min()) // pixels, int(g_last.max()) // pixels + 1):
+        left, right = h * pixels, (h + 1) * pixels  # the tile's sinusoidal columns [left, right)
+        spans = np.flatnonzero((g_first < right) & (g_last >= left))
+        if spans.size == 0:
+            continue
+        start, stop = g_first[spans], g_last[spans]
+        enters = start < left  # rows entering the tile across its left border
+        if enters.any():
+            start[enters] = _first_reaching(grid, rows[spans[enters]], first, last, left, pixels)[1]
+        leaves = stop >= right
+        if leaves.any():
+            stop[leaves] = _first_reaching(grid, rows[spans[leaves]], first, last, right, pixels)[0]
+        for v in np.unique(v_of_row[spans]).tolist():
+            in_v = v_of_row[spans] == v
+            i = i_of_row[spans[in_v]]
+            blocks[(h, v)] = (slice(int(i.min()), int(i.max()) + 1),
+                              slice(int(start[in_v].min()) - left, int(stop[in_v].max()) - left + 1))
+    return blocks
 
 
 def sinusoidal_tiles(window: Window, pixels: int) -> list[SinusoidalTile]:
     """The tiles that an EASE2 window touches."""
-    lut = sinusoidal_lookup(window, pixels)
-    pairs = sorted(set(zip(lut["h"].ravel().tolist(), lut["v"].ravel().tolist(), strict=True)))
-    return [SinusoidalTile(h, v, pixels) for h, v in pairs]
+    return [SinusoidalTile(h, v, pixels) for h, v in sorted(sinusoidal_blocks(window, pixels))]

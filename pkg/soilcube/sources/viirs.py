@@ -3,7 +3,8 @@
 Tiles are mosaicked straight onto an EASE2 window by nearest-pixel gathering (grids.sinusoidal_lookup):
 each output cell takes the sinusoidal pixel under its centre, from whichever tile holds it. The mosaic is
 chunked in space (`ViirsReader.chunk` cells a side): each chunk's task reads only the tiles its sub-window
-touches, and only the block of each that it takes pixels from, and builds the sub-window's lookup itself.
+touches, and only the block of each that it takes pixels from (`grids.sinusoidal_blocks`: from each row's
+ends, no per-cell lookup on the client), and builds the sub-window's lookup itself.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ import numpy as np
 import xarray as xr
 from pyproj import Transformer
 
-from soilcube.grids import EPSG, SINUSOIDAL_PROJ, SinusoidalTile, Window, ease2_grid, sinusoidal_lookup
+from soilcube.grids import (
+    EPSG,
+    SINUSOIDAL_PROJ,
+    SinusoidalTile,
+    Window,
+    ease2_grid,
+    sinusoidal_blocks,
+    sinusoidal_lookup,
+)
 from soilcube.sources.base import (
     Granule,
     Reader,
@@ -69,20 +78,6 @@ def _parts(window: Window, chunk: int) -> list[list[Window]]:
     return [[Window(window.grid_name, window.row0 + r, window.col0 + c, min(chunk, window.nrows - r),
                     min(chunk, window.ncols - c)) for c in range(0, window.ncols, chunk)]
             for r in range(0, window.nrows, chunk)]
-
-
-def _touched(window: Window, pixels: int) -> dict[tuple[int, int], tuple[slice, slice]]:
-    """(h, v) → the rows and columns of that tile that the cells of `window` take pixels from."""
-    lut = _compact_lookup(window, pixels)
-    valid = (lut["h"] >= 0) & (lut["v"] >= 0) & (lut["i"] >= 0) & (lut["j"] >= 0)
-    keys = lut["h"][valid].astype(np.int32) * 2**15 + lut["v"][valid]
-    out = {}
-    for key in np.unique(keys).tolist():
-        where = valid & (lut["h"] == key // 2**15) & (lut["v"] == key % 2**15)
-        i, j = lut["i"][where], lut["j"][where]
-        out[(key // 2**15, key % 2**15)] = (slice(int(i.min()), int(i.max()) + 1),
-                                            slice(int(j.min()), int(j.max()) + 1))
-    return out
 
 
 def _gather(pieces: list, window: Window, pixels: int, shape: tuple[int, ...], dtype, missing) -> np.ndarray:
@@ -137,7 +132,7 @@ class ViirsReader(Reader):
         times = sorted({time for time, _ in slots})
         labels = list(self.layers.values())
         parts = _parts(window, self.chunk)
-        touched = [[_touched(part, self.pixels) for part in row] for row in parts]
+        touched = [[sinusoidal_blocks(part, self.pixels) for part in row] for row in parts]
         dims = ("time", self.layer_dim, "y", "x") if len(labels) > 1 else ("time", "y", "x")
         out = xr.Dataset({
             name: (dims, self._mosaic(slots, times, labels, name, templates[name], parts, touched),
