@@ -40,7 +40,7 @@ def visir():
         console=_quiet(), quick=True, conus_fraction=0.002, apply_repeats=1,
         global_window=Window("M400", 14400, 36000, 900, 1350), global_chunk=450, global_bands=None,
         global_budget_s=0.0, check_chunks=2,
-        fit_years=0.2, fit_time_chunk=37, fit_cells=(6, 12),
+        fit_years=0.2, fit_time_chunk=37, fit_cells=(6, 12), plan_sample=3,
     )
 
 
@@ -86,3 +86,12 @@ def test_visir_fit_figures(visir):
     assert by_month["strata"] == 12 * per_class["strata"]
     assert _positive(per_class["fitted_strata"])  # 73 days are too few for most strata by month
     assert per_class["mean_a1"] == pytest.approx(-0.008, abs=0.002)  # the synthetic slope comes back
+
+
+def test_visir_mosaic_plan_figures(visir):
+    m = visir["mosaic_plan"]
+    assert m["window"] == {"grid": "M400", "shape": [900, 1350]} and m["chunks"] == 4  # 720² chunks
+    for pixels, t in m["tiles"].items():
+        assert t["sample_chunks"] == 3 and t["sample_blocks_equal"], pixels
+        assert _positive(t["plan_s"]) and _positive(t["lookup_s_per_chunk"]) and t["tile_blocks"] >= 4
+        assert t["lookup_s_extrapolated"] == pytest.approx(t["lookup_s_per_chunk"] * 4)

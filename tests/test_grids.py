@@ -15,6 +15,7 @@ from soilcube.grids import (
     Window,
     block_mean,
     ease2_grid,
+    lookup_blocks,
     parent_index,
     region,
     sinusoidal_blocks,
@@ -169,16 +170,6 @@ def test_sinusoidal_lookup_places_tiles_on_an_ease2_window():
     assert np.all(np.diff(global_col) >= 0)
 
 
-def _blocks_of_the_lookup(window, pixels):
-    lut = sinusoidal_lookup(window, pixels)
-    blocks = {}
-    for h, v in set(zip(lut["h"].ravel().tolist(), lut["v"].ravel().tolist(), strict=True)):
-        where = (lut["h"] == h) & (lut["v"] == v)
-        i, j = lut["i"][where], lut["j"][where]
-        blocks[(h, v)] = (slice(int(i.min()), int(i.max()) + 1), slice(int(j.min()), int(j.max()) + 1))
-    return blocks
-
-
 @settings(max_examples=150, deadline=None)
 @given(st.sampled_from(["M36", "M09", "M01", "M400"]), st.sampled_from([1200, 2400]),
        st.floats(0, 1, exclude_max=True), st.floats(0, 1, exclude_max=True),
@@ -190,12 +181,12 @@ def test_sinusoidal_blocks_are_those_of_the_lookup(name, pixels, row_at, col_at,
     rows, cols = ease2_grid(name).shape
     nrows, ncols = min(nrows, rows), min(ncols, cols)
     window = Window(name, int(row_at * (rows - nrows + 1)), int(col_at * (cols - ncols + 1)), nrows, ncols)
-    assert sinusoidal_blocks(window, pixels) == _blocks_of_the_lookup(window, pixels)
+    assert sinusoidal_blocks(window, pixels) == lookup_blocks(sinusoidal_lookup(window, pixels))
 
 
 def test_sinusoidal_blocks_of_the_whole_globe():
     """Every tile of the globe, rows crossing many tile borders each."""
     window = Window("M36", 0, 0, *ease2_grid("M36").shape)
     blocks = sinusoidal_blocks(window, 1200)
-    assert blocks == _blocks_of_the_lookup(window, 1200)
+    assert blocks == lookup_blocks(sinusoidal_lookup(window, 1200))
     assert len({key for key in blocks if 0 <= key[0] < 36}) > 300  # most of the grid's 460 tiles

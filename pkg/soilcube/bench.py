@@ -633,6 +633,34 @@ def _bench_exact(client, window, chunk: int, n_chunks: int, model, origin, seed:
     return out
 
 
+def _bench_mosaic_plan(window, sample_parts: int) -> dict:
+    """(d) Planning the VIIRS mosaic of `window` as `ViirsReader.open` does on the client: the tile blocks
+    of every chunk (`grids.sinusoidal_blocks`), for the LST (1200 px tiles) and LAI (2400 px) grids;
+    against the per-cell lookup it replaced, timed on `sample_parts` chunks spread over the window's
+    rows (they span the latitudes) and extrapolated, its blocks checked equal on the same chunks."""
+    from soilcube.grids import lookup_blocks, sinusoidal_blocks, sinusoidal_lookup
+    from soilcube.sources.viirs import ViirsReader, _parts
+
+    parts = [part for row in _parts(window, ViirsReader.chunk) for part in row]
+    sample = np.unique(np.linspace(0, len(parts) - 1, min(sample_parts, len(parts))).astype(int)).tolist()
+    out = {"window": {"grid": window.grid_name, "shape": list(window.shape)}, "chunk": ViirsReader.chunk,
+           "chunks": len(parts), "tiles": {}}
+    for pixels in (1200, 2400):
+        wall0 = time.perf_counter()
+        blocks = [sinusoidal_blocks(part, pixels) for part in parts]
+        planned = time.perf_counter() - wall0
+        wall0 = time.perf_counter()
+        lookups = [sinusoidal_lookup(parts[k], pixels) for k in sample]
+        per_chunk = (time.perf_counter() - wall0) / len(sample)
+        equal = all(blocks[k] == lookup_blocks(lut) for k, lut in zip(sample, lookups, strict=True))
+        out["tiles"][str(pixels)] = {
+            "plan_s": planned, "tile_blocks": sum(len(b) for b in blocks),
+            "lookup_s_per_chunk": per_chunk, "lookup_s_extrapolated": per_chunk * len(parts),
+            "sample_chunks": len(sample), "sample_blocks_equal": equal,
+        }
+    return out
+
+
 def _fit_inputs(years: float, time_chunk: int, seed: int, cells: tuple[int, int] | None):
     """Lazy synthetic training pairs on the CONUS GLDAS window: daily AM/PM ΔT (40 % non-dry → NaN), θ
     linear in ΔT plus noise, daily NDVI (time, lat, lon)."""
@@ -681,12 +709,13 @@ def run_visir_benchmark(console: Console | None = None, quick: bool = False, *,
                         global_budget_s: float = MINUTES_BUDGET * 60, worker_memory: str = "4GiB",
                         check_chunks: int = 2, fit_years: float | None = None, fit_time_chunk: int = 183,
                         fit_by_month: bool = True, fit_cells: tuple[int, int] | None = None,
-                        seed: int = 0) -> dict:
+                        plan_sample: int = 12, seed: int = 0) -> dict:
     """The VIS/IR benchmark (module docstring): (a) apply + correct vs the triad, (b) a 400 m day (default:
     the global M400 grid) on a local cluster of 2 worker processes × 1 thread with `worker_memory` each, and
     (b') the tiles against one whole-window kernel call on `check_chunks`² chunks (0: skip), (c) the model
     fit over `fit_years` of the CONUS GLDAS window, per class and (`fit_by_month`) by month (0 years:
-    skip). `quick`: one band of 1800-pixel chunks for (b), 4 years for (c). The size parameters exist so
+    skip), (d) planning the VIIRS mosaic of the 400 m window (the per-cell lookup timed on `plan_sample`
+    chunks). `quick`: one band of 1800-pixel chunks for (b), 4 years for (c). The size parameters exist so
     that tests can run it small.
     """
     from soilcube.grids import Window, ease2_grid
@@ -729,6 +758,8 @@ def run_visir_benchmark(console: Console | None = None, quick: bool = False, *,
                 figures["fit"].append(_bench_fit(client, fit_years, True, fit_time_chunk, seed, fit_cells))
         for fit in figures["fit"]:
             fit |= cluster | {"memory_limit_per_worker": worker_memory}
+    console.print("(d) planning the VIIRS mosaic of the 400 m window …")
+    figures["mosaic_plan"] = _bench_mosaic_plan(window, plan_sample)
     figures["wall_s_total"] = time.perf_counter() - started
     figures = _plain(figures)
     _print_visir(console, figures)
@@ -788,6 +819,14 @@ def _print_visir(console: Console, f: dict) -> None:
                      f"{fit['pairs'] / 1e6:.0f} M pairs ({fit['cells'][0]}×{fit['cells'][1]} cells × "
                      f"{fit['days']} days × 2), {fit['pairs_per_s'] / 1e6:.2f} M pairs/s, worker CPU "
                      f"{fit['worker_cpu_s']:.0f} s; peak RSS per worker {_peaks(fit)}"))
+    m = f["mosaic_plan"]
+    for pixels, t in m["tiles"].items():
+        rows.append((f"(d) VIIRS mosaic plan, {pixels} px tiles", f"{t['plan_s']:.1f} s",
+                     f"tile blocks of all {m['chunks']} chunks ({m['chunk']}²) of the "
+                     f"{m['window']['shape'][0]}×{m['window']['shape'][1]} window, {t['tile_blocks']} blocks "
+                     f"(grids.sinusoidal_blocks); the per-cell lookup it replaced: "
+                     f"{t['lookup_s_extrapolated']:.0f} s ({t['lookup_s_per_chunk']:.3f} s a chunk on "
+                     f"{t['sample_chunks']}, extrapolated); same blocks there: {t['sample_blocks_equal']}"))
     rows.append(("load average (1 min)", f"{f['load_average_1min_start']:.1f}",
                  f"at start, {f['cores']} cores: wall times include other processes' load"))
     console.print(_table("VIS/IR benchmark", rows))

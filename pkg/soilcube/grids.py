@@ -359,6 +359,19 @@ def sinusoidal_lookup(window: Window, pixels: int) -> dict[str, np.ndarray]:
     return {"h": gcol // pixels, "v": grow // pixels, "i": grow % pixels, "j": gcol % pixels}
 
 
+def lookup_blocks(lut: dict[str, np.ndarray]) -> dict[tuple[int, int], tuple[slice, slice]]:
+    """(h, v) → the min–max rows and columns of tile (h, v) that a `sinusoidal_lookup` takes pixels from,
+    cell by cell: the reference that `sinusoidal_blocks` reproduces without the lookup."""
+    keys = lut["h"] * 64 + lut["v"]  # v < 18
+    blocks = {}
+    for key in np.unique(keys).tolist():
+        where = keys == key
+        i, j = lut["i"][where], lut["j"][where]
+        blocks[(key // 64, key % 64)] = (slice(int(i.min()), int(i.max()) + 1),
+                                         slice(int(j.min()), int(j.max()) + 1))
+    return blocks
+
+
 def _first_reaching(grid: EASE2Grid, rows: np.ndarray, lo: int, hi: int, bound: int, pixels: int):
     """Rows whose sinusoidal column is < `bound` at EASE2 column `lo` and ≥ `bound` at `hi`: the
     sinusoidal columns of the last cell before `bound` and of the first at or past it (bisection, all
