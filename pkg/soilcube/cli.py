@@ -287,7 +287,7 @@ def bench_visir(
     json_file: Annotated[Path | None, typer.Option("--json", help="also write the figures as JSON")] = None,
 ):
     """VIS/IR: apply + correct vs a numpy triad (ratio), a global 400 m day on a local cluster (wall time,
-    peak memory per worker), the model fit over 40 years of CONUS."""
+    peak memory per worker), the model fit over 40 years of CONUS, planning the global VIIRS mosaic."""
     from soilcube.bench import run_visir_benchmark
 
     figures = run_visir_benchmark(console=console, quick=quick)
