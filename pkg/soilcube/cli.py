@@ -49,11 +49,15 @@ def synth(
     seed: Annotated[int | None, typer.Option(help="random seed of the nature run")] = None,
     gldas_years: Annotated[int | None, typer.Option(help="years of GLDAS record before --start")] = None,
     products: Annotated[str | None, typer.Option(help="comma-separated subset of products")] = None,
+    lst_noise_k: Annotated[float | None, typer.Option(
+        help="VIIRS LST per-pixel noise σ (K), for sensitivity experiments (default: the "
+             "observation model's, docs/synthetic-archive.md)")] = None,
     config: ConfigOption = None,
 ):
     """Synthesize a granule archive in the real layouts from a nature run (the truth is saved too)."""
     from soilcube.grids import region as make_region
     from soilcube.synth.archive import build_archive
+    from soilcube.synth.observe import LST_NOISE_K
 
     s = _settings(config, archive=archive, region=bbox or region, seed=seed, gldas_years=gldas_years)
     summary = build_archive(
@@ -65,6 +69,7 @@ def synth(
         gldas_years=s.gldas_years,
         storage_options=s.storage_options,
         products=_products(products),
+        lst_noise_k=LST_NOISE_K if lst_noise_k is None else lst_noise_k,
     )
     _print_summary("synthetic archive", summary)
 

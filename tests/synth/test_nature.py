@@ -204,6 +204,25 @@ def test_tile_pixel_lookup_inverts_the_ease2_lookup(nature):
     assert hit.mean() > 0.95
 
 
+def test_viirs_lst_noise_has_the_requested_sigma(nature):
+    """`lst_noise_k` (the sensitivity experiments' knob): the same world's LST tiles differ from the
+    noise-free ones by white noise of that σ on clear pixels, and only there."""
+    worlds = {sigma: ViirsWorld(nature, lst_noise_k=sigma) for sigma in (0.0, 0.8, 2.0)}
+    diffs = {0.8: [], 2.0: []}
+    for day in nature.days:
+        theta = coarsen(nature.soil_moisture(nature.utc(day, 13.5)), "M01")
+        clean = worlds[0.0].lst(day, "D", theta)
+        for sigma, found in diffs.items():
+            for a, b in zip(clean, worlds[sigma].lst(day, "D", theta), strict=True):
+                np.testing.assert_array_equal(a.arrays["qc"], b.arrays["qc"])
+                np.testing.assert_array_equal(np.isnan(a.arrays["lst"]), np.isnan(b.arrays["lst"]))
+                found.append((b.arrays["lst"] - a.arrays["lst"])[np.isfinite(a.arrays["lst"])])
+    for sigma, found in diffs.items():
+        diff = np.concatenate(found)
+        assert diff.size > 2_000
+        assert abs(diff.mean()) < 0.1 * sigma and diff.std() == pytest.approx(sigma, rel=0.06)
+
+
 def test_gldas_fit_hours_are_the_nearest_steps_to_the_local_times(nature):
     # Oklahoma is ~6.6 h behind UTC: 01:30 → 08:06 (09), 13:30 → 20:06 (21), 06:00 → 12:36 (12),
     # 18:00 → 00:36 (00).

@@ -36,6 +36,7 @@ from soilcube.synth.observe import (
     ISMN_DEPTH_M,
     ISMN_SENSOR,
     L4_CENTRES_H,
+    LST_NOISE_K,
     OVERPASS_LOCAL_H,
     VIIRS_LOCAL_H,
     GldasWorld,
@@ -337,13 +338,15 @@ def build_archive(
     products: Iterable[str] | None = None,
     progress: bool = True,
     workers: int | None = None,
+    lst_noise_k: float = LST_NOISE_K,
 ) -> ArchiveSummary:
     """Synthesize a nature run over `region` for [start, end] (local days) and write the archive.
 
     `gldas_years` years (365.25 days each, fractions allowed) of GLDAS (the fit's time steps only) and
     LTDR NDVI before `start` feed the VIS/IR model fit. `products`: a subset of PRODUCTS (default all).
     `workers`: writer processes (default: one per CPU; started with forkserver, so a calling script needs
-    an `if __name__ == "__main__":` guard). Returns items, bytes and writer seconds per product.
+    an `if __name__ == "__main__":` guard). `lst_noise_k`: the VIIRS LST per-pixel noise σ (K), for
+    sensitivity experiments. Returns items, bytes and writer seconds per product.
     """
     began = time.perf_counter()
     start = start.date() if isinstance(start, datetime) else start
@@ -367,7 +370,8 @@ def build_archive(
             gldas = GldasWorld(nature) if "gldas" in wanted else None
             ltdr = LtdrWorld(nature) if "ltdr_ndvi" in wanted else None
             _historic(gldas, ltdr, out, bar, first, start - timedelta(days=1))
-            extra = _study_period(nature, gldas, ltdr, out, bar, wanted, archive, storage_options)
+            viirs = ViirsWorld(nature, lst_noise_k) if {"viirs_lst", "viirs_lai"} & wanted else None
+            extra = _study_period(nature, gldas, ltdr, viirs, out, bar, wanted, archive, storage_options)
         finally:
             out.close()
     counts = {p: out.counts.get(p, 0) for p in GRANULE_PRODUCTS if p in wanted} | extra
@@ -393,13 +397,12 @@ def _historic(gldas: GldasWorld | None, ltdr: LtdrWorld | None, out: _Writers, b
         bar.advance(task)
 
 
-def _study_period(nature: NatureRun, gldas: GldasWorld | None, ltdr: LtdrWorld | None, out: _Writers,
-                  bar: Progress, wanted: set[str], archive: str,
+def _study_period(nature: NatureRun, gldas: GldasWorld | None, ltdr: LtdrWorld | None,
+                  viirs: ViirsWorld | None, out: _Writers, bar: Progress, wanted: set[str], archive: str,
                   storage_options: dict | None) -> dict[str, int]:
     """Every product of the study period, one local day at a time; returns counts of the non-granule items."""
     m09 = nature.windows["M09"]
     truth = TruthCube(f"{archive}/truth.zarr", nature, storage_options) if "truth" in wanted else None
-    viirs = ViirsWorld(nature) if {"viirs_lst", "viirs_lai"} & wanted else None
     l4 = SmapL4Model(nature) if "smap_l4" in wanted else None
     flights = {nature.local_day(hours(t)): t for t in campaign_times(nature)} if "campaign" in wanted else {}
     task = bar.add_task("nature run (days)", total=len(nature.days))

@@ -362,8 +362,8 @@ class Tile:
 class ViirsWorld:
     """VIIRS LST (1 km, daily day/night) and LAI (500 m, 8-day) on the sinusoidal tiles over the region."""
 
-    def __init__(self, nature: NatureRun):
-        self.nature = nature
+    def __init__(self, nature: NatureRun, lst_noise_k: float = LST_NOISE_K):
+        self.nature, self.lst_noise_k = nature, lst_noise_k
         self.m01, self.m400 = nature.windows["M01"], nature.windows["M400"]
         self.lst_tiles = grids.sinusoidal_tiles(self.m01, 1200)
         self.lai_tiles = grids.sinusoidal_tiles(self.m400, 2400)
@@ -387,7 +387,7 @@ class ViirsWorld:
         for tile in self.lst_tiles:
             rng = random_stream(nature.seed, "viirs-lst", day.toordinal(), overpass, tile.name)
             lst = to_tile(skin, tile, self.m01)
-            lst += rng.normal(0, LST_NOISE_K, lst.shape).astype(np.float32)
+            lst += rng.normal(0, self.lst_noise_k, lst.shape).astype(np.float32)
             mandatory = to_tile(state, tile, self.m01, fill=QC_NOT_PRODUCED, dtype=np.uint16)
             lst[mandatory >= QC_CLOUD] = np.nan
             cloud_bits = np.where(mandatory == QC_NOT_PRODUCED, 0, mandatory) << QC_CLOUD_SHIFT
