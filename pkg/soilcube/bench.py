@@ -9,7 +9,8 @@ targets in timed unit tests.
   many float32 values; (b) a global 400 m day chunk by chunk on a local Dask cluster with bounded memory
   (wall time, peak memory per worker), (b') its tiles checked bit for bit against one kernel call on a
   block of chunks; (c) the model fit over 40 years of a CONUS GLDAS window (wall time, peak memory per
-  worker).
+  worker); (d) planning the VIIRS mosaic of a global 400 m day (the tile blocks of every chunk) against the
+  per-cell lookup it replaced.
 
 Every figure is measured in the run that prints it; where a run covers only part of the work (a band of
 chunks, a few years) the output says so and how the whole was extrapolated.
@@ -308,8 +309,7 @@ def _bench_apply(conus_fraction: float, repeats: int, seed: int) -> dict:
     import xarray as xr
 
     from soilcube.grids import GLDAS_GRID, REGIONS, Window, parent_index
-    from soilcube.runs import CORRECTIONS
-    from soilcube.visir.correct import downscale_and_correct
+    from soilcube.visir.correct import CORRECTIONS, downscale_and_correct
 
     conus = REGIONS["conus"].window("M09")
     scale = math.sqrt(conus_fraction)
@@ -501,39 +501,23 @@ def _check_aligned(fine, chunk: int) -> None:
                          f"(2 × 9 km cells): {odd}")
 
 
-def _tiled(fine, chunk: int, seed: int, model, origin: tuple[int, int]):
-    """The corrected 400 m soil moisture of `fine`, lazily: `downscale_and_correct` on the chunked inputs, the
-    production path (`runs.downscale_window`): one task per chunk plus its halo of 9 km cells."""
-    import xarray as xr
-
-    from soilcube.grids import parent_index
-    from soilcube.runs import CORRECTIONS
-    from soilcube.visir.correct import downscale_and_correct
-
-    dt, veg, smap, coarse = _global_inputs(fine, chunk, seed)
-    dims = ("y", "x")
-    out = downscale_and_correct(xr.DataArray(dt, dims=dims), xr.DataArray(veg, dims=dims), model,
-                                _gldas_cells(fine, origin), xr.DataArray(smap, dims=dims),
-                                parent_index(fine, coarse), CORRECTIONS)
-    return out["sm"].data
-
-
-def _whole(fine, chunk: int, seed: int, model, origin: tuple[int, int]) -> np.ndarray:
-    """The same on the whole of `fine` in this process, numpy-backed (one kernel call, no tiles)."""
+def _corrected_400m(fine, chunk: int, seed: int, model, origin: tuple[int, int], *, tiled: bool = True):
+    """The corrected 400 m soil moisture of `fine` by `downscale_and_correct`: `tiled`, lazily on the chunked
+    inputs, the production path (`runs.downscale_window`: one task per chunk plus its halo of 9 km cells);
+    else numpy-backed in this process (the inputs computed first, one kernel call, no tiles)."""
     import dask
     import xarray as xr
 
     from soilcube.grids import parent_index
-    from soilcube.runs import CORRECTIONS
-    from soilcube.visir.correct import downscale_and_correct
+    from soilcube.visir.correct import CORRECTIONS, downscale_and_correct
 
-    *lazy, coarse = _global_inputs(fine, chunk, seed)
-    dt, veg, smap = dask.compute(*lazy, scheduler="synchronous")
-    dims = ("y", "x")
-    out = downscale_and_correct(xr.DataArray(dt, dims=dims), xr.DataArray(veg, dims=dims), model,
-                                _gldas_cells(fine, origin), xr.DataArray(smap, dims=dims),
-                                parent_index(fine, coarse), CORRECTIONS)
-    return out["sm"].values
+    *inputs, coarse = _global_inputs(fine, chunk, seed)
+    if not tiled:
+        inputs = dask.compute(*inputs, scheduler="synchronous")
+    dt, veg, smap = (xr.DataArray(a, dims=("y", "x")) for a in inputs)
+    out = downscale_and_correct(dt, veg, model, _gldas_cells(fine, origin), smap, parent_index(fine, coarse),
+                                CORRECTIONS)
+    return out["sm"].data
 
 
 def _reduce(sm) -> tuple:
@@ -570,7 +554,8 @@ def _bench_global(client, window, chunk: int, bands: int | None, budget_s: float
                   "chunk with a 2-cell (45 px) halo, then nansum and count; one dask.compute per band of "
                   "chunk rows",
     }
-    sm = _tiled(window, chunk, seed, model, origin)  # the model and tables are scattered to the cluster once
+    # the model and tables are scattered to the cluster once
+    sm = _corrected_400m(window, chunk, seed, model, origin)
     # warm-up, not timed: one chunk (imports and first calls on the workers)
     first_row, first_col = order[0][0], (n_chunk_cols // 2) * chunk
     result["warmup_s"], _ = _timed(lambda: dask.compute(
@@ -626,8 +611,8 @@ def _bench_exact(client, window, chunk: int, n_chunks: int, model, origin, seed:
     col0 = window.col0 + max(0, min((window.ncols // chunk // 2) * chunk, window.ncols - cols))
     block = Window("M400", row0, col0, rows, cols)
     out: dict = {"row0": block.row0, "col0": block.col0, "shape": list(block.shape), "chunks": n_chunks ** 2}
-    tiled_s, tiled = _timed(lambda: dask.compute(_tiled(block, chunk, seed, model, origin))[0])
-    whole_s, whole = _timed(lambda: _whole(block, chunk, seed, model, origin))
+    tiled_s, tiled = _timed(lambda: dask.compute(_corrected_400m(block, chunk, seed, model, origin))[0])
+    whole_s, whole = _timed(lambda: _corrected_400m(block, chunk, seed, model, origin, tiled=False))
     out |= {"tiled_wall_s": tiled_s, "whole_wall_s": whole_s, "valid_pixels": int(np.isfinite(whole).sum()),
             "tiled_equals_whole": bool(np.array_equal(tiled, whole, equal_nan=True))}
     return out

@@ -22,7 +22,7 @@ from soilcube.sources import open_granules
 from soilcube.validate.metrics import score
 from soilcube.validate.report import qc_gate
 from soilcube.visir.apply import delta_t, vegetation_class
-from soilcube.visir.correct import Correction, downscale_and_correct
+from soilcube.visir.correct import CORRECTIONS, downscale_and_correct
 from soilcube.visir.fit import fit_model as fit_coefficients
 from soilcube.visir.qa import DENSE_VEGETATION_VWC, QA, flag_where, qa_attrs
 from soilcube.visir.training import OVERPASSES, gldas_pairs, ndvi_on_gldas
@@ -36,11 +36,6 @@ SMAP_FROZEN_OR_SNOW_BITS = (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8)
 # SMAP retrieval_qual_flag: bit 0 "not recommended" and bit 2 "not successful" mark a bad retrieval.
 SMAP_BAD_RETRIEVAL_BITS = (1 << 0) | (1 << 2)
 SMAP_FLAG_FILL = 65534
-# The corrections of the cubes: `sm` the paper's hybrid, `sm_additive` the public code's (see `_parameters`).
-CORRECTIONS = {
-    "sm": Correction("hybrid", k=0.02, footprint_km=36.0),
-    "sm_additive": Correction("additive", footprint_km=33.0),
-}
 # Fine pixels per side of a downscaling task's tile: the cubes' shard side (store.CubeLayout).
 TILE_PIXELS = store.CubeLayout().spatial_shard
 
@@ -267,10 +262,10 @@ def _parameters(settings: Settings, model_version: str) -> dict:
     return {
         "region": settings.region,
         "model_version": model_version,
-        "method": "hybrid",
-        "k": 0.02,
-        "footprint_km": 36.0,
-        "additive_footprint_km": 33.0,
+        "method": CORRECTIONS["sm"].method,
+        "k": CORRECTIONS["sm"].k,
+        "footprint_km": CORRECTIONS["sm"].footprint_km,
+        "additive_footprint_km": CORRECTIONS["sm_additive"].footprint_km,
         "veg_class": "lai_minmax",
     }
 

@@ -213,15 +213,13 @@ def _three_hourly_groups(three_hourly: dict[str, xr.DataArray], truth_url: str, 
     truth = truth.sel(time=times.values).load()
     fields = {key: _on_grid(field.sel(time=times.values), truth, key) for key, field in three_hourly.items()}
     groups = [ScoringGroup("1 km 3-hourly", truth, fields, window, own_figure=True)]
-    if "fused_3h" in three_hourly:
-        fused = _on_grid(three_hourly["fused_3h"], truth, "fused_3h")
-        shared = pd.DatetimeIndex(fused["time"].values).intersection(pd.DatetimeIndex(truth["time"].values))
-        fused, scenes = fused.sel(time=shared.values), truth.sel(time=shared.values)
-        both = fused.notnull() & scenes.notnull()
+    if "fused_3h" in fields:
+        fused = fields["fused_3h"]
+        both = fused.notnull() & truth.notnull()
         groups.append(
             ScoringGroup(
                 "1 km daily mean",
-                daily_mean(scenes.where(both)),
+                daily_mean(truth.where(both)),
                 {"fused_daily": daily_mean(fused.where(both))},
                 window,
                 own_figure=True,

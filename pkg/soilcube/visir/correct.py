@@ -92,6 +92,11 @@ class Correction:
                 "k": self.k, "footprint_km": self.footprint_km}
 
 
+# The cubes' corrections (`runs.downscale_window`) and `downscale_and_correct`'s default: `sm` the paper's
+# hybrid, `sm_additive` the public code's additive form over 33 km.
+CORRECTIONS = {"sm": Correction(), "sm_additive": Correction("additive", footprint_km=33.0)}
+
+
 @dataclass(frozen=True)
 class _Plan:
     """Everything the tiles share (one key in a dask graph)."""
@@ -239,7 +244,6 @@ def correct_to_smap(
     With dask inputs the result is lazy and keeps the chunks of `theta`.
     """
     correction = Correction(method, k, footprint_km, ratio_min_mean, tuple(valid_range))
-    theta = theta.transpose(..., *fine_dims)
     (theta,), lead, chunks = broadcast_fine([theta], fine_dims)
     (sm,), qa, like = _run(MODE_THETA, [theta], lead, chunks, smap, parent_cells, None, [correction],
                            cell_km, np.float64, coarse_dims)
@@ -267,14 +271,14 @@ def downscale_and_correct(
 ) -> xr.Dataset:
     """`apply.downscale` fused with `correct_to_smap` for each of `corrections` in one pass over the pixels.
 
-    Arguments as in those two functions; `corrections` maps output names to `Correction`s (default: ``sm``
-    the hybrid, ``sm_additive`` the public code's additive form over 33 km). Returns those fields (`dtype`)
+    Arguments as in those two functions; `corrections` maps output names to `Correction`s (default:
+    `CORRECTIONS`). Returns those fields (`dtype`)
     and `qa`: the application's bits | those of the FIRST correction. θ itself is never stored: the kernel
     holds it for a few 9 km cell rows only. With dask inputs the result is lazy, one task per chunk of
     `delta_t` plus the halo its footprints need (module docstring).
     """
     if corrections is None:
-        corrections = {"sm": Correction(), "sm_additive": Correction("additive", footprint_km=33.0)}
+        corrections = CORRECTIONS
     if not corrections:
         raise ValueError("no correction asked for")
     fine, lead, chunks = broadcast_fine([delta_t, veg_class], fine_dims)
