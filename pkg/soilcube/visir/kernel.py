@@ -88,6 +88,22 @@ def _runs(index):
     return starts[:k], stops[:k], values[:k]
 
 
+@nb.njit(inline="always", **_JIT)
+def _box_sums(weights, sums, counts, i, c, di, dc):
+    """Σ w_k·sums and Σ w_k·counts over the cells (i, c) + (k − r)·(di, dc), k = 0 … 2r, inside the grid:
+    one axis of the separable footprint (di, dc = 0, 1 along a row; 1, 0 along a column). Inlined, so the
+    arrays pass without a call (a call per cell costs reference counting)."""
+    reach = weights.shape[0] // 2
+    a, m = 0.0, 0.0
+    for k in range(weights.shape[0]):
+        ii, cc = i + (k - reach) * di, c + (k - reach) * dc
+        w = weights[k]
+        if w != 0.0 and ii >= 0 and ii < sums.shape[0] and cc >= 0 and cc < sums.shape[1]:
+            a += w * sums[ii, cc]
+            m += w * counts[ii, cc]
+    return a, m
+
+
 @nb.njit(**_JIT)
 def correct_plane(
     mode, src, veg, group0, row_base, col_base, n_classes, coefficients, bits,
@@ -147,6 +163,7 @@ def correct_plane(
     offset_c = np.full((n_corr, ncx + 1), np.nan)
     fallback_c = np.zeros((n_corr, ncx + 1), np.uint8)
     cell_qa_c = np.full(ncx + 1, NO_SMAP)
+    sd_c = np.empty(ncx)
     gain_x = np.empty((n_corr, width_own))
     offset_x = np.empty((n_corr, width_own))
     fallback_x = np.empty(width_own, np.uint8)
@@ -186,39 +203,28 @@ def correct_plane(
                 s1[band, c], s2[band, c], cnt[band, c] = a, b, m
             # horizontal box sums of the band's cells
             for j in range(n_corr):
+                weights_j = weights[j]
                 for c in range(ncx):
-                    a, m = 0.0, 0.0
-                    for k in range(width):
-                        cc = c + k - reach
-                        w = weights[j, k]
-                        if w != 0.0 and cc >= 0 and cc < ncx:
-                            a += w * s1[band, cc]
-                            m += w * cnt[band, cc]
-                    h1[j, band, c] = a
-                    hn[j, band, c] = m
+                    h1[j, band, c], hn[j, band, c] = _box_sums(weights_j, s1, cnt, band, c, 0, 1)
         row = band - reach
         if row < 0 or row_first[row] >= row_stop[row]:
             continue
         first, stop = max(row_first[row], oy0), min(row_stop[row], oy1)
         if first >= stop:
             continue
-        # vertical box sums → footprint means θ̄; σ within the cell → α; → P, Q per cell
+        # σ within the cell; vertical box sums → footprint means θ̄; → α, P, Q per cell
         for c in range(ncx):
-            big = smap[row, c]
-            cell_qa_c[c] = NO_SMAP if not np.isfinite(big) else np.uint8(0)
+            cell_qa_c[c] = NO_SMAP if not np.isfinite(smap[row, c]) else np.uint8(0)
             n = cnt[row, c]
-            sd = np.nan
+            sd_c[c] = np.nan
             if n > 0:
                 mu = s1[row, c] / n
-                sd = np.sqrt(max(s2[row, c] / n - mu * mu, 0.0))
-            for j in range(n_corr):
-                a, m = 0.0, 0.0
-                for k in range(width):
-                    rr = row + k - reach
-                    w = weights[j, k]
-                    if w != 0.0 and rr >= 0 and rr < ncy:
-                        a += w * h1[j, rr, c]
-                        m += w * hn[j, rr, c]
+                sd_c[c] = np.sqrt(max(s2[row, c] / n - mu * mu, 0.0))
+        for j in range(n_corr):
+            weights_j, h1_j, hn_j = weights[j], h1[j], hn[j]
+            for c in range(ncx):
+                big, sd = smap[row, c], sd_c[c]
+                a, m = _box_sums(weights_j, h1_j, hn_j, row, c, 1, 0)
                 mean = a / m if m > 0 else np.nan
                 delta = big - mean
                 hybrid = methods[j] == HYBRID
