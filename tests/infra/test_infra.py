@@ -371,14 +371,11 @@ def test_prefect_job_template_is_valid_and_runs_soilcube(base):
 
 
 def test_prefect_deployments_use_the_work_pool():
-    path = REPO / "flows" / "prefect.yaml"
-    if not path.exists():
-        pytest.skip("flows/prefect.yaml is not written yet")
     pool = prefect_values()["worker"]["config"]["workPool"]
-    for deployment in yaml.safe_load(path.read_text()).get("deployments") or []:
-        work_pool = deployment.get("work_pool") or {}
-        if work_pool.get("name"):
-            assert work_pool["name"] == pool, deployment.get("name")
+    deployments = yaml.safe_load((REPO / "flows" / "prefect.yaml").read_text())["deployments"]
+    assert {d["name"] for d in deployments} == {"nrt", "backfill", "model", "refs"}
+    for deployment in deployments:
+        assert deployment["work_pool"]["name"] == pool, deployment["name"]
 
 
 # -- Terraform ------------------------------------------------------------------------------------------
