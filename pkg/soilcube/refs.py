@@ -153,15 +153,13 @@ def granule_urls(
     archive_url: str, product: str, storage_options: dict | None = None, first=None, last=None
 ) -> list[str]:
     """URLs of readable granules (per the reference index) whose file-name time lies in [first, last]."""
-    index = read_index(archive_url, product, storage_options)
+    index = read_index(archive_url, product, storage_options)  # `time` is datetime there
     ok = index[index["status"] == "ok"]
-    times = pd.to_datetime(ok["time"])
-    keep = pd.Series(True, index=ok.index)
     if first is not None:
-        keep &= times >= pd.Timestamp(first)
+        ok = ok[ok["time"] >= pd.Timestamp(first)]
     if last is not None:
-        keep &= times <= pd.Timestamp(last)
-    return ok.loc[keep, "url"].tolist()
+        ok = ok[ok["time"] <= pd.Timestamp(last)]
+    return ok["url"].tolist()
 
 
 def build_references(archive_url: str, products: list[str] | None = None, storage_options: dict | None = None,

@@ -294,17 +294,17 @@ def write_slices(
     """
     repo = open_repository(cube_url(store_url, name), storage_options)
     session = repo.writable_session(BRANCH)
-    cube = xr.open_zarr(session.store, consolidated=False, zarr_format=3, chunks=None)
-    # The values kept around the new slices are read in the write tasks from the same snapshot (a read-only
-    # session pickles; loaded here they would travel inside the task graph).
+    # Everything is read from the session's base snapshot through a read-only session: it pickles, so the
+    # values kept around the new slices are read in the write tasks (loaded here they would travel inside
+    # the task graph).
     base = repo.readonly_session(snapshot_id=session.snapshot_id)
-    kept_values = xr.open_zarr(base.store, consolidated=False, zarr_format=3, chunks=None)
+    cube = xr.open_zarr(base.store, consolidated=False, zarr_format=3, chunks=None)
     slices = _conform(dataset, cube, name)
     status_code = _status_code(status, cube, name)
     positions = cube.indexes["time"].get_indexer(slices.time.values)
     shard_chunks = _shard_chunks(cube, list(slices.data_vars))
     for span in _shard_spans(positions, shard_chunks["time"], cube.sizes["time"]):
-        block = _whole_shards(slices, kept_values, positions, span)
+        block = _whole_shards(slices, cube, positions, span)
         if status_code is not None:
             written = np.isin(np.arange(span.start, span.stop), positions)
             codes = np.where(written, status_code, cube.status.values[span])
