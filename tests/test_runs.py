@@ -9,9 +9,11 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
+from typer.testing import CliRunner
 
 from soilcube import refs, runs, store
 from soilcube.access import open_cube
+from soilcube.cli import app
 from soilcube.config import Settings
 from soilcube.grids import REGIONS, parent_index, region
 from soilcube.synth.archive import build_archive
@@ -188,6 +190,24 @@ def test_missing_smap_half_orbit_corrupt_granule_and_all_cloud_day(pristine_arch
         np.testing.assert_array_equal(
             _slice(settings, day, "AM")["sm"].values, _slice(downscaled, day, "AM")["sm"].values
         )
+
+
+def test_run_model_over_a_region_the_archive_lacks_fails_clearly_and_writes_nothing(
+    pristine_archive, tmp_path
+):
+    # the archive is over Oklahoma; Georgia's GLDAS cells are fill in every file
+    cubes = tmp_path / "cubes"
+    result = CliRunner().invoke(
+        app,
+        ["run", "model", "--archive", pristine_archive.as_uri(), "--store", cubes.as_uri(),
+         "--region", "-84.2,34.0,-84.0,34.2"],
+        env={"SOILCUBE_N_WORKERS": "1"},
+    )
+    assert result.exit_code != 0
+    message = " ".join(str(result.exception).split())
+    assert "no GLDAS cell of region '-84.2,34.0,-84.0,34.2' has a fit" in message
+    assert pristine_archive.as_uri() in message
+    assert not (cubes / "visir_model").exists()
 
 
 def test_an_nrt_run_failing_the_qc_gate_commits_nothing(downscaled):

@@ -44,7 +44,8 @@ def synth(
     start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD")],
     end: Annotated[str, typer.Option(help="last day, YYYY-MM-DD")],
     archive: ArchiveOption = None,
-    region: Annotated[str | None, typer.Option(help="named region (oklahoma, conus)")] = None,
+    region: Annotated[str | None, typer.Option(
+        help="named region (oklahoma; conus is too large for the 200 m nature run)")] = None,
     bbox: Annotated[str | None, typer.Option(help="W,S,E,N instead of a named region")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed of the nature run")] = None,
     gldas_years: Annotated[int | None, typer.Option(help="years of GLDAS record before --start")] = None,
@@ -130,10 +131,14 @@ def demo(
 run_app = typer.Typer(help="Units of work on a Dask cluster: model fit, backfill, NRT.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 StoreOption = Annotated[str | None, typer.Option(help="cube store URL (file://… or s3://…)")]
+RegionOption = Annotated[str | None, typer.Option(
+    help="named region or W,S,E,N: the archive's (as given to synth); default SOILCUBE_REGION or oklahoma")]
 
 
-def _run_settings(config: Path | None, archive: str | None, store: str | None) -> Settings:
-    s = _settings(config, archive=archive, store=store)
+def _run_settings(
+    config: Path | None, archive: str | None, store: str | None, region: str | None
+) -> Settings:
+    s = _settings(config, archive=archive, store=store, region=region)
     _require(s.archive, "archive")
     _require(s.store, "store")
     return s
@@ -144,13 +149,14 @@ def run_model(
     archive: ArchiveOption = None,
     store: StoreOption = None,
     by_month: Annotated[bool, typer.Option(help="also stratify by calendar month (public code)")] = False,
+    region: RegionOption = None,
     config: ConfigOption = None,
 ):
     """Fit the VIS/IR model on the archive's GLDAS record and write a new `visir_model` version."""
     from soilcube import runs
     from soilcube.cluster import dask_client
 
-    s = _run_settings(config, archive, store)
+    s = _run_settings(config, archive, store, region)
     with dask_client(s.scheduler_address, s.n_workers, console=console):
         snapshot = runs.fit_model(s, by_month=by_month)
     console.print(f"visir_model committed: {snapshot}")
@@ -163,16 +169,18 @@ def run_backfill(
     archive: ArchiveOption = None,
     store: StoreOption = None,
     products: Annotated[str, typer.Option(help="products to make (visir)")] = "visir",
+    region: RegionOption = None,
     config: ConfigOption = None,
 ):
-    """Downscale [start, end] month by month as 'final' slices; months already committed are skipped."""
+    """Downscale from --start to --end month by month as 'final' slices; months already committed are
+    skipped."""
     from soilcube import runs
     from soilcube.cluster import dask_client
 
     unknown = set(_products(products)) - {"visir"}
     if unknown:
         raise typer.BadParameter(f"products {sorted(unknown)} are not available; available: visir")
-    s = _run_settings(config, archive, store)
+    s = _run_settings(config, archive, store, region)
     first, last = date.fromisoformat(start), date.fromisoformat(end)
     with dask_client(s.scheduler_address, s.n_workers, console=console):
         for month, commits in runs.backfill(s, first, last).items():
@@ -187,6 +195,7 @@ def run_nrt(
     run_date: Annotated[str | None, typer.Option("--date", help="run date (default: today, UTC)")] = None,
     archive: ArchiveOption = None,
     store: StoreOption = None,
+    region: RegionOption = None,
     config: ConfigOption = None,
 ):
     """The daily near-real-time run: update references, downscale run date − 3 days (and re-check 2)."""
@@ -195,7 +204,7 @@ def run_nrt(
     from soilcube import runs
     from soilcube.cluster import dask_client
 
-    s = _run_settings(config, archive, store)
+    s = _run_settings(config, archive, store, region)
     day = date.fromisoformat(run_date) if run_date else datetime.now(UTC).date()
     with dask_client(s.scheduler_address, s.n_workers, console=console):
         commits = runs.nrt(s, day)

@@ -82,6 +82,12 @@ def fit_model(settings: Settings, *, by_month: bool = False) -> str:
         time=soil_moisture["time"].values, lat=soil_moisture["lat"].values, lon=soil_moisture["lon"].values
     )
     model = fit_coefficients(soil_moisture, dt, ndvi, by_month=by_month).compute()
+    if model["a1"].isnull().all():
+        raise RuntimeError(
+            f"no GLDAS cell of region {settings.region!r} has a fit: the archive {settings.archive} holds no "
+            f"valid GLDAS/LTDR pairs there ({len(gldas_urls)} GLDAS granules read). Is the archive over this "
+            "region? Pass --region (or SOILCUBE_REGION) as given to `soilcube synth`."
+        )
     model.attrs.update(
         {
             "title": "soilcube VIS/IR model: theta = a0 + a1 * dT",

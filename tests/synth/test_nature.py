@@ -2,12 +2,13 @@
 relation, rain pulses and drydown, the SMAP retrieval error, swaths, tiles, and the ISMN tree."""
 
 from datetime import date, datetime, timedelta
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from soilcube import grids
-from soilcube.grids import Region
+from soilcube.grids import Region, region_from_bbox
 from soilcube.synth.nature import (
     LAND_COVER,
     NatureRun,
@@ -223,10 +224,21 @@ def test_viirs_lst_noise_has_the_requested_sigma(nature):
         assert abs(diff.mean()) < 0.1 * sigma and diff.std() == pytest.approx(sigma, rel=0.06)
 
 
-def test_gldas_fit_hours_are_the_nearest_steps_to_the_local_times(nature):
-    # Oklahoma is ~6.6 h behind UTC: 01:30 → 08:06 (09), 13:30 → 20:06 (21), 06:00 → 12:36 (12),
-    # 18:00 → 00:36 (00).
-    assert gldas_fit_hours(nature) == [0, 9, 12, 21]
+@pytest.mark.parametrize(
+    ("bbox", "hours"),
+    [
+        # time-zone band −6 h (Oklahoma, and Georgia at −84°, where lon/15 = −5.6 would pick 00/06/12/18):
+        # 01:30 → 07:30 (tie → 09), 13:30 → 19:30 (→ 21), 06:00 → 12:00, 18:00 → 24:00 (00)
+        ((-98.0, 35.0, -97.8, 35.2), [0, 9, 12, 21]),
+        ((-84.2, 34.0, -84.0, 34.2), [0, 9, 12, 21]),
+        # band −5 h: 01:30 → 06:30 (tie → 06), 13:30 → 18:30 (→ 18), 06:00 → 11:00 (12), 18:00 → 23:00 (00)
+        ((-75.2, 40.0, -75.0, 40.2), [0, 6, 12, 18]),
+    ],
+)
+def test_gldas_fit_hours_are_the_steps_the_fit_reads(bbox, hours):
+    """The historic GLDAS years hold only these hours: they must be the ones `visir.training` pairs."""
+    nature = SimpleNamespace(windows={"M01": region_from_bbox(*bbox).window("M01")})
+    assert gldas_fit_hours(nature) == hours
 
 
 def test_ismn_stations_sit_in_the_region_with_hourly_flagged_records(nature):

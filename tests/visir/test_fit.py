@@ -98,6 +98,17 @@ def test_constant_delta_t_gives_no_fit():
     assert model["a1"].sel(veg_class=2) == model["a1"].sel(veg_class=7)
 
 
+@pytest.mark.parametrize("theta", [0.2, 0.3, 0.37, 0.41])
+def test_constant_theta_fits_a_flat_line_with_undefined_r2(theta):
+    # Σyy − (Σy)²/n of a constant θ is a rounding residue, positive for some values: r² must still be NaN
+    dt = np.linspace(1.0, 20.0, 12)
+    model = fit_model(*_single_cell([0.45] * 12, dt, np.full(12, theta))).isel(cell=0).sel(veg_class=4)
+    assert model["n"] == 12 and model["borrowed"] == 0
+    assert np.isnan(model["r2"])
+    assert abs(float(model["a1"])) < 1e-12
+    np.testing.assert_allclose(model["a0"], theta, rtol=1e-12)
+
+
 def test_borrowing_takes_the_nearest_class_ties_to_the_lower():
     # only classes 2 and 6 have pairs, with different lines
     ndvi = [0.25] * 10 + [0.65] * 10

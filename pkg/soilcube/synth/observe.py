@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 from functools import cached_property
 
 import numpy as np
+import pandas as pd
 from pyproj import Transformer
 from scipy import ndimage
 
@@ -38,6 +39,7 @@ from soilcube.synth.nature import (
     random_stream,
     to_tile,
 )
+from soilcube.visir.training import LST_LOCAL_HOURS, SM_LOCAL_HOURS, nearest_step, utc_offset_hours
 
 J2000 = datetime(2000, 1, 1, 11, 58, 55, 816000)  # epoch of SMAP tb_time_seconds
 FLAG_FILL = 65534
@@ -69,8 +71,6 @@ GLDAS_STEPS_H = (0, 3, 6, 9, 12, 15, 18, 21)
 GLDAS_DAMPING = 0.8  # the 0–10 cm layer swings less than 0–5 cm
 GLDAS_WET_BIAS = 0.01
 GLDAS_TEMP_BIAS = -0.7
-# Local times the VIS/IR model fit pairs: VIIRS LST (01:30/13:30) and SMAP soil moisture (06:00/18:00).
-GLDAS_FIT_LOCAL_H = (1.5, 13.5, 6.0, 18.0)
 
 # --- VIIRS, LTDR ------------------------------------------------------------------------------------------
 VIIRS_LOCAL_H = {"D": 13.5, "N": 1.5}
@@ -256,18 +256,14 @@ class LatLonBlock:
 
 
 def gldas_fit_hours(nature: NatureRun) -> list[int]:
-    """UTC hours of the GLDAS files the VIS/IR fit reads: for each column of the block, the 3-hourly step
-    nearest to each fit local time, local = UTC + lon/15 (both steps where two are equally near)."""
+    """UTC hours of the GLDAS files the VIS/IR fit reads over the region: for each column of the block, the
+    steps `visir.training` picks for the VIIRS LST and SMAP local times (whole-hour 15° time-zone bands,
+    nearest 3-hourly step)."""
     block = LatLonBlock(grids.GLDAS_GRID, nature.windows["M01"])
-    offsets = grids.GLDAS_GRID.lon[block.cols] / 15
-    steps = np.array(GLDAS_STEPS_H)
-    wanted = set()
-    for local in GLDAS_FIT_LOCAL_H:
-        utc = (local - offsets) % 24
-        gap = np.abs((utc[:, None] - steps[None, :] + 12) % 24 - 12)
-        nearest = np.isclose(gap, gap.min(axis=1, keepdims=True))
-        wanted.update(int(h) for h in steps[nearest.any(axis=0)])
-    return sorted(wanted)
+    local_hours = (*LST_LOCAL_HOURS.values(), *SM_LOCAL_HOURS.values())
+    return sorted({int(nearest_step(local, offset) / pd.Timedelta(hours=1)) % 24
+                   for offset in set(utc_offset_hours(grids.GLDAS_GRID.lon[block.cols]).tolist())
+                   for local in local_hours})
 
 
 def gldas_soil_moisture(theta: np.ndarray, statics: Statics) -> np.ndarray:

@@ -17,9 +17,9 @@ from flox.xarray import xarray_reduce
 
 from soilcube.visir.apply import ndvi_class
 
-# x counts as constant (no fit) when its centred sum of squares is below this fraction of Σxx: exactly
+# x (or y) counts as constant when its centred sum of squares is below this fraction of Σxx (Σyy): exactly
 # zero in exact arithmetic, a few ulps of Σxx after cancellation in floating point.
-DEGENERATE_RELATIVE_SXX = 1e-10
+DEGENERATE_RELATIVE = 1e-10
 N_MONTHS = 12
 
 
@@ -39,11 +39,11 @@ def _ols(sums: xr.Dataset, min_pairs: int) -> xr.Dataset:
     sxx = sums["sxx"] - sums["sx"] ** 2 / n_positive
     sxy = sums["sxy"] - sums["sx"] * sums["sy"] / n_positive
     syy = sums["syy"] - sums["sy"] ** 2 / n_positive
-    fitted = (n >= min_pairs) & (sxx > DEGENERATE_RELATIVE_SXX * sums["sxx"])
+    fitted = (n >= min_pairs) & (sxx > DEGENERATE_RELATIVE * sums["sxx"])
     a1 = sxy / sxx.where(fitted)
     a0 = (sums["sy"] - a1 * sums["sx"]) / n_positive
     # r² is undefined (NaN) when y is constant; clipping absorbs cancellation just outside [0, 1]
-    r2 = (sxy**2 / (sxx.where(fitted) * syy.where(syy > 0))).clip(0, 1)
+    r2 = (sxy**2 / (sxx.where(fitted) * syy.where(syy > DEGENERATE_RELATIVE * sums["syy"]))).clip(0, 1)
     return xr.Dataset({"a0": a0, "a1": a1, "n": n.astype(np.int64), "r2": r2})
 
 
