@@ -148,7 +148,8 @@ def test_gldas_lookup_tables_hold_each_ease2_centre():
 
 def test_ltdr_grid_runs_north_to_south():
     assert LTDR_GRID.lat[0] == pytest.approx(89.975) and LTDR_GRID.lat[-1] == pytest.approx(-89.975)
-    assert LTDR_GRID.row_of_lat(35.0) == 1100 or LTDR_GRID.row_of_lat(35.0) == 1099
+    # row 1099 spans 35.05 … 35.00° N, row 1100 35.00 … 34.95° N
+    assert LTDR_GRID.row_of_lat(35.01) == 1099 and LTDR_GRID.row_of_lat(34.99) == 1100
 
 
 def test_sinusoidal_tile_corners_match_the_published_h11v05():

@@ -292,4 +292,4 @@ def test_cli_validate_with_archive_fused_cube_and_stations(archive, truth_3h, tm
     cells = pd.read_csv(out / "in_situ__fused_1_km__3_hourly__per_cell.csv")
     assert len(cells) > 0 and (cells["n"] > 0).all() and (cells["n"] <= N_SCENES).all()
     daily_cells = pd.read_csv(out / "in_situ__fused_1_km__daily_means__per_cell.csv")
-    assert (daily_cells["n"] <= 4).all() and (daily_cells["n"] > 0).all()
+    assert len(daily_cells) > 0 and (daily_cells["n"] <= 4).all() and (daily_cells["n"] > 0).all()

@@ -123,6 +123,29 @@ def test_downscale_looks_up_the_coefficients_of_the_holding_cell():
     )
 
 
+def test_downscale_on_interior_model_cells_uses_their_own_coefficients():
+    # a window reaching only model rows 1–2 and columns 2–3 of a 4 × 5 model (the tables are cut to them)
+    dt, veg, (rows, cols) = _fine((6, 6))
+    rows, cols = rows + 1, cols + 2
+    model = _model(4, 5)
+    out = downscale(dt, veg, model, (rows, cols))
+    np.testing.assert_allclose(out["sm"], _expected(model, dt.values, veg, rows, cols), rtol=1e-12)
+
+
+def test_downscale_takes_float_classes_and_leaves_pixels_without_a_class_empty():
+    dt, veg, index = _fine()
+    classes = veg.astype(np.float64)
+    no_class = np.zeros(veg.shape, bool)
+    no_class[0, :3] = True
+    classes[0, :3] = [np.nan, -1.0, 10.0]
+    out = downscale(dt, classes, _model(), index)
+    reference = downscale(dt, veg, _model(), index)
+    assert np.isnan(out["sm"].values[:, no_class]).all()
+    assert (out["qa"].values[:, no_class] & QA.CLASS_BORROWED == 0).all()
+    classed = xr.DataArray(~no_class, dims=("y", "x"))
+    xr.testing.assert_identical(out.where(classed), reference.where(classed))
+
+
 def test_downscale_masks_nonpositive_missing_and_outside():
     dt, veg, (rows, cols) = _fine()
     assert (_expected(_model(), dt.values, veg, rows, cols) > 0).all()

@@ -57,6 +57,8 @@ def test_footprint_weights():
     np.testing.assert_allclose(footprint_weights(27), [1.0, 1.0, 1.0])
     np.testing.assert_allclose(footprint_weights(33), [1 / 3, 1.0, 1.0, 1.0, 1 / 3])
     np.testing.assert_allclose(footprint_weights(36), [0.5, 1.0, 1.0, 1.0, 0.5])
+    # 50 km: half-width 25/9 cells = 2.5 + 5/18, so the edge cells at ±3 count for 5/18
+    np.testing.assert_allclose(footprint_weights(50), [5 / 18, 1.0, 1.0, 1.0, 1.0, 1.0, 5 / 18])
     with pytest.raises(ValueError, match="footprint"):
         footprint_weights(5)
 
@@ -84,6 +86,8 @@ def test_27_km_footprint_is_the_exact_fine_pixel_block():
         pixel_means = mean[:, inside]
         for t in range(2):
             finite = np.isfinite(pixel_means[t])
+            # only the NaN pixel itself is lost: the footprint means skip it
+            assert finite.sum() == inside.sum() - (t == 0 and (r, c) == (0, 0))
             np.testing.assert_allclose(pixel_means[t][finite], expected[t], rtol=1e-12)
     assert np.isnan(out["sm"][0, 4, 5])
 
@@ -95,6 +99,7 @@ def test_k_to_zero_gives_the_additive_form(footprint_km):
     additive = correct_to_smap(
         theta, smap, index, method="additive", footprint_km=footprint_km, valid_range=NO_RANGE
     )
+    assert hybrid["sm"].notnull().all()
     np.testing.assert_allclose(hybrid["sm"], additive["sm"], rtol=1e-13)
 
 
@@ -108,6 +113,7 @@ def test_constant_cells_give_the_ratio_form():
     )
     mean = _footprint_mean(additive["sm"], theta, smap, rows, cols)
     ratio = theta.values * smap.values[:, rows][:, :, cols] / mean
+    assert hybrid["sm"].notnull().all() and additive["sm"].notnull().all()
     np.testing.assert_allclose(hybrid["sm"], ratio, atol=1e-6)  # σ is ~1e-9, not exactly 0
     assert not np.allclose(hybrid["sm"], additive["sm"], atol=1e-3)
 

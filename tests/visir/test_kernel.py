@@ -247,7 +247,9 @@ def test_under_a_distributed_client_the_shared_tables_are_scattered_once():
     args = (case["model"], case["cell_index"], case["smap"], case["parents"])
     eager = downscale_and_correct(case["dt"], case["veg"], *args)
     with (
-        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster,
+        # worker processes: the scattered tables and plan travel pickled, as on a real cluster
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                     dashboard_address=":0") as cluster,
         Client(cluster),
     ):
         lazy = downscale_and_correct(case["dt"].chunk({"y": 30, "x": 40}), case["veg"], *args)
