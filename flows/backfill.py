@@ -2,7 +2,8 @@
 
 A month the cubes already hold with the same model and parameters is skipped, so a failed or interrupted
 backfill is resumed by running it again. Months run one after another (each is one commit per cube, and
-commits to one cube do not run concurrently); the first month that fails after its retries fails the flow.
+commits to one cube do not run concurrently); a month that fails after its retries does not stop the
+others: all are tried, then the flow fails naming each failed month and its error.
 Slices are marked `final`. References and the model must exist (refs and model flows).
 """
 
@@ -38,11 +39,20 @@ def backfill_flow(
     settings = load_settings(config_file, **overrides)
     config = settings.model_dump()
     done: dict[str, dict[str, str] | str] = {}
+    failed: dict[str, BaseException] = {}
     with dask_client(settings.scheduler_address, settings.n_workers):
         for year, month in runs.months(start, end):
-            done[f"{year}-{month:02d}"] = downscale_month_task(config, year, month, start, end, "final")
+            state = downscale_month_task(config, year, month, start, end, "final", return_state=True)
+            label = f"{year}-{month:02d}"
+            if state.is_completed():
+                done[label] = state.result()
+            else:
+                failed[label] = state.result(raise_on_failure=False)
     skipped = sum(result == SKIPPED for result in done.values())
     get_run_logger().info(
-        "backfill %s … %s: %d months done, %d skipped", start, end, len(done) - skipped, skipped
+        "backfill %s … %s: %d months done, %d skipped, %d failed",
+        start, end, len(done) - skipped, skipped, len(failed),
     )
+    if failed:
+        raise runs.BackfillError(runs.backfill_failure(failed, done))
     return done

@@ -2,7 +2,8 @@
 
 Target date = run date − 3 days, plus a trailing window re-checked for late or reprocessed granules
 (`soilcube.runs.nrt_days`): new granules get references, then those days are downscaled in one commit per
-cube with slices marked `nrt`. A failed run leaves the cubes as they were; the next day's run re-checks.
+cube with slices marked `nrt`; days a backfill already made final are left alone. A failed run leaves the
+cubes as they were; the next day's run re-checks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from tasks.visir import downscale_days_task
 
 from soilcube.cluster import dask_client
 from soilcube.config import load_settings
-from soilcube.runs import nrt_days
+from soilcube.runs import nrt_days_to_make
 
 
 @flow(name="soilcube-nrt")
@@ -25,10 +26,13 @@ def nrt_flow(
 ) -> dict[str, str]:
     """Reference new granules, then downscale the NRT days of `run_date` (default: today, UTC)."""
     run_date = run_date or datetime.now(UTC).date()
-    days = nrt_days(run_date)
-    get_run_logger().info("NRT run of %s: days %s … %s", run_date, days[0], days[-1])
     settings = load_settings(config_file, **overrides)
     config = settings.model_dump()
+    days = nrt_days_to_make(settings, run_date)
+    if not days:
+        get_run_logger().info("NRT run of %s: its days are final already, nothing to do", run_date)
+        return {}
+    get_run_logger().info("NRT run of %s: days %s", run_date, ", ".join(map(str, days)))
     with dask_client(settings.scheduler_address, settings.n_workers):
         build_references_task(config, None)
         return downscale_days_task(config, days, "nrt")

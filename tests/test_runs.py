@@ -1,8 +1,10 @@
 """The VIS/IR chain end to end on a small synthetic archive: fit, downscale, write cubes, validate; and
 bad input (missing or corrupt granules) costing only the slices it touches."""
 
+import json
+import os
 import shutil
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import h5py
@@ -21,6 +23,8 @@ from soilcube.validate.osse import validate_store
 from soilcube.visir.qa import QA
 
 DAYS = [date(2016, 6, d) for d in range(1, 7)]
+# the archive holds no granules of April or May 2016: both months fail, each on its own
+FAILED_APRIL_AND_MAY = r"2 of 2 months failed \(2016-04: no VIIRS LST/LAI granules .*; 2016-05: no VIIRS"
 pytestmark = pytest.mark.slow
 
 
@@ -192,6 +196,70 @@ def test_missing_smap_half_orbit_corrupt_granule_and_all_cloud_day(pristine_arch
         )
 
 
+def _corrupt_data_keeping_the_signature(granule: Path, refs_json: Path) -> None:
+    """Overwrite the LST data blocks of a referenced granule (as bit rot would: same size and time), so its
+    header still reads and its references still count as current."""
+    chunks = [v for k, v in json.loads(refs_json.read_text())["refs"].items()
+              if k.rpartition("/")[0].endswith("/LST_1KM") and isinstance(v, list) and len(v) == 3]
+    assert chunks
+    stat = granule.stat()
+    with granule.open("r+b") as f:
+        for _, offset, length in chunks:
+            f.seek(offset)
+            f.write(np.random.default_rng(0).integers(0, 256, length, dtype=np.uint8).tobytes())
+    os.utime(granule, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_granules_damaged_after_referencing_are_named_and_lose_only_their_slices(
+    pristine_archive, downscaled, tmp_path, caplog
+):
+    archive = tmp_path / "archive"
+    shutil.copytree(pristine_archive, archive, ignore=shutil.ignore_patterns("refs"))
+    refs.build_references(archive.as_uri(), progress=False)
+    settings = Settings(archive=archive.as_uri(), store=(tmp_path / "cubes").as_uri())
+    runs.fit_model(settings)
+    clear = [d for d in DAYS[1:] if np.isfinite(_slice(downscaled, d, "AM")["sm"].values).any()]
+    rotten_day, gone_day = clear[:2]
+    rotten = sorted((archive / "viirs_lst").glob(f"VNP21A1N.A{rotten_day:%Y%j}.*.h5"))
+    for granule in rotten:
+        references = archive / "refs" / "viirs_lst" / "granules" / f"{granule.name}.json"
+        _corrupt_data_keeping_the_signature(granule, references)
+    gone = sorted((archive / "viirs_lst").glob(f"VNP21A1D.A{gone_day:%Y%j}.*.h5"))
+    for granule in gone:
+        granule.unlink()
+
+    with caplog.at_level("WARNING", logger="soilcube.runs"):
+        commits = runs.downscale_days(settings, DAYS)
+
+    named = {g.name for g in rotten + gone}
+    warnings = [r.getMessage() for r in caplog.records if r.name == "soilcube.runs"]
+    assert {w.split(": ")[0].rsplit("/", 1)[-1] for w in warnings} == named
+    assert all("unreadable data" in w for w in warnings if "VNP21A1N" in w)
+    assert all("file does not exist" in w for w in warnings if "VNP21A1D" in w)
+    provenance = store.history(settings.store, "downscaled_1km")[0].metadata["provenance"]
+    assert store.history(settings.store, "downscaled_1km")[0].snapshot_id == commits["downscaled_1km"]
+    assert {name.split("/")[1] for name in provenance["rejected"]} == named
+    index = refs.read_index(settings.archive, "viirs_lst").set_index("name")
+    assert (index.loc[[g.name for g in rotten], "status"] == "failed").all()
+    # the lost night's AM and the lost day's both overpasses are empty, saying why; other days as before
+    for day, overpass in [(rotten_day, "AM"), (gone_day, "AM"), (gone_day, "PM")]:
+        lost = _slice(settings, day, overpass)
+        assert np.isnan(lost["sm"].values).all() and np.all(lost["qa"].values & QA.NO_DELTA_T)
+    for day in (d for d in DAYS if d not in (rotten_day, gone_day)):
+        np.testing.assert_array_equal(
+            _slice(settings, day, "AM")["sm"].values, _slice(downscaled, day, "AM")["sm"].values
+        )
+
+    # the NRT run references the archive anew: it warns of the granules that fail now, not of old ones
+    truncated = sorted((archive / "viirs_lst").glob(f"VNP21A1D.A{DAYS[-1]:%Y%j}.*.h5"))[0]
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="soilcube.runs"):
+        runs.nrt(settings, DAYS[-1] + timedelta(days=3))
+    warnings = [r.getMessage() for r in caplog.records if r.name == "soilcube.runs"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"viirs_lst/{truncated.name}: ")
+
+
 def test_run_model_over_a_region_the_archive_lacks_fails_clearly_and_writes_nothing(
     pristine_archive, tmp_path
 ):
@@ -210,6 +278,20 @@ def test_run_model_over_a_region_the_archive_lacks_fails_clearly_and_writes_noth
     assert not (cubes / "visir_model").exists()
 
 
+def test_a_failed_month_does_not_stop_the_backfill(downscaled, monkeypatch):
+    tried = []
+    backfill_month = runs.backfill_month
+
+    def recorded(settings, year, month, *bounds):
+        tried.append(month)
+        return backfill_month(settings, year, month, *bounds)
+
+    monkeypatch.setattr(runs, "backfill_month", recorded)
+    with pytest.raises(runs.BackfillError, match=FAILED_APRIL_AND_MAY):
+        runs.backfill(downscaled, date(2016, 4, 30), date(2016, 5, 1))
+    assert tried == [4, 5]
+
+
 def test_an_nrt_run_failing_the_qc_gate_commits_nothing(downscaled):
     strict = downscaled.model_copy(update={"nrt_qc": {"visir_1km_hybrid": {"R": (">=", 1.5)}}})
     before = {name: store.history(downscaled.store, name)[0].snapshot_id for name in runs.DOWNSCALED_CUBES}
@@ -219,11 +301,38 @@ def test_an_nrt_run_failing_the_qc_gate_commits_nothing(downscaled):
     assert after == before
 
 
+def test_a_run_failing_on_its_second_cube_commits_neither(downscaled, monkeypatch):
+    stage = store.stage_slices
+
+    def failing_400m(store_url, name, dataset, **options):
+        staged = stage(store_url, name, dataset, **options)
+        if name == "downscaled_400m":
+            raise OSError("injected: the 400 m write lost its connection")
+        return staged
+
+    monkeypatch.setattr(store, "stage_slices", failing_400m)
+    before = {name: store.history(downscaled.store, name)[0].snapshot_id for name in runs.DOWNSCALED_CUBES}
+    with pytest.raises(OSError, match="injected"):
+        runs.downscale_days(downscaled, DAYS[:2], status="nrt")
+    after = {name: store.history(downscaled.store, name)[0].snapshot_id for name in runs.DOWNSCALED_CUBES}
+    assert after == before
+
+
 def test_an_nrt_run_passing_the_default_qc_gate_marks_its_slices_nrt(downscaled):
     runs.downscale_days(downscaled, DAYS[:3], status="nrt")
     cube = open_cube(store.cube_url(downscaled.store, "downscaled_1km"))
     status = cube["status"].sel(time=[np.datetime64(d, "ns") for d in DAYS]).values
     assert list(status) == [store.STATUS_CODES["nrt"]] * 3 + [store.STATUS_CODES["final"]] * 3
+
+
+def test_nrt_leaves_the_days_a_backfill_made_final_alone(downscaled):
+    # the backfill made every day final; an NRT run whose target and re-checked days are among them
+    # has nothing to do (it would mark final slices 'nrt' and the month done would never be final again)
+    before = {name: store.history(downscaled.store, name)[0].snapshot_id for name in runs.DOWNSCALED_CUBES}
+    assert set(DAYS[3:]) <= runs.final_days(downscaled, DAYS)
+    assert runs.nrt(downscaled, DAYS[-1] + timedelta(days=3)) == {}
+    after = {name: store.history(downscaled.store, name)[0].snapshot_id for name in runs.DOWNSCALED_CUBES}
+    assert after == before
 
 
 def test_the_whole_chain_on_the_real_s3_server(seaweedfs, tmp_path):

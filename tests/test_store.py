@@ -212,6 +212,26 @@ def test_create_refuses_unknown_names_and_existing_cubes(store_url):
         make_cube(store_url)
 
 
+def test_exist_ok_keeps_the_cube_and_its_versions(store_url):
+    snapshot = write(store_url, [1])
+    assert make_cube(store_url, exist_ok=True) is None
+    assert store.history(store_url, NAME)[0].snapshot_id == snapshot
+
+
+def test_a_creation_interrupted_before_the_template_is_completed_by_the_next(tmp_path):
+    # icechunk commits the empty repository first; a process that dies before the template commit
+    # leaves a repository that no run could open as a cube
+    url = (tmp_path / "cubes").as_uri()
+    store.open_repository(store.cube_url(url, NAME), create=True)
+    assert not store.cube_exists(url, NAME)
+    template = make_cube(url, exist_ok=True)
+    assert store.cube_exists(url, NAME)
+    assert store.history(url, NAME)[0].snapshot_id == template
+    write(url, [1])
+    cube = open_cube(f"{url}/{NAME}")
+    assert float(cube["sm"].isel(time=1, overpass=0, y=0, x=0)) == day_values(1)[0, 0, 0]
+
+
 def test_layout_shards_hold_whole_chunks():
     with pytest.raises(ValueError, match="multiple of spatial_chunk"):
         store.CubeLayout(spatial_shard=100, spatial_chunk=30)

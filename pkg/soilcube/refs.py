@@ -12,7 +12,9 @@ Layout, for each product key (archive layout `<archive>/<product>/<file name>`):
 The index is written last and is what readers trust: a run that dies half-way leaves the previous index
 pointing at previous, complete objects. A combined set is named by a digest of its granules and is reused
 only when the previous index names it, so a half-written one is never trusted. A granule is re-referenced
-when its size, ETag or modification time differ from the index.
+when its size, ETag or modification time differ from the index. Objects no index names are deleted once a
+day old, not before: two builds may run at once (the NRT run's, one by hand), and the one that writes its
+index first must not delete what the other's index will name.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -33,7 +36,12 @@ from tqdm import tqdm
 
 from soilcube import granules
 from soilcube.sources.base import Granule, GranuleError, Reader
-from soilcube.sources.references import combine_along_time, reference_granule, split_combinable
+from soilcube.sources.references import (
+    combine_along_time,
+    read_every_array,
+    reference_granule,
+    split_combinable,
+)
 from soilcube.sources.registry import READERS, reader
 
 REFS_DIR = "refs"
@@ -44,6 +52,9 @@ INDEX_COLUMNS = (
 # Granules referenced per dask.compute: in parallel on a distributed client (h5py's lock makes threads
 # useless), with progress reported between batches.
 BATCH = 64
+# Unindexed reference objects younger than this are kept (`_remove_unindexed`): a concurrent build may
+# still be about to write the index that names them.
+UNINDEXED_GRACE_S = 24 * 3600
 # A combined set with at least this many references is written as parquet (kerchunk.df) instead of JSON:
 # a year of SMAP L4 scenes is ~150 000 references, too many to parse as one JSON document on every open.
 PARQUET_MIN_REFS = 50_000
@@ -124,6 +135,11 @@ class Archive:
         table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
         return {row["name"]: row for row in table.to_dict("records")}
 
+    def write_index(self, product: str, rows: dict[str, dict]) -> None:
+        """Replace the product's index with `rows` (file name → row), in one atomic write."""
+        table = pd.DataFrame(list(rows.values()), columns=list(INDEX_COLUMNS))
+        self.put(f"{self.refs_dir(product)}/{INDEX_NAME}", table.to_csv(index=False).encode())
+
     def put(self, path: str, data: bytes) -> None:
         """Write one object whole: a local file by atomic rename, an S3 object by one PUT (atomic)."""
         if isinstance(self.fs, LocalFileSystem):
@@ -162,6 +178,40 @@ def granule_urls(
     return ok["url"].tolist()
 
 
+def unreadable_granules(product: str, urls: list[str], storage_options: dict | None = None) -> dict[str, str]:
+    """URL → reason for each of `urls` that is missing or whose data cannot be read: every array of the
+    granule is read whole through its references (a header can be fine while a data block is corrupt).
+
+    A network or server error (an OSError other than a missing file) is raised, not blamed on the file."""
+    persisted = PersistedReferences(reader(product), urls, storage_options)
+    bad = {}
+    for url in urls:
+        try:
+            [granule] = persisted.granules([url])
+            read_every_array(granule.refs, storage_options)
+        except GranuleError as e:
+            bad[url] = e.reason
+        except FileNotFoundError:
+            bad[url] = "file does not exist"
+        except OSError:
+            raise
+        except Exception as e:  # a codec, a size or a format error: the file's bytes are bad
+            bad[url] = f"unreadable data ({type(e).__name__}: {e})"
+    return bad
+
+
+def reject_granules(archive_url: str, product: str, reasons: dict[str, str],
+                    storage_options: dict | None = None) -> None:
+    """Mark granules (URL → reason) failed in the product's index, so runs read them as missing. They stay
+    failed until the file changes (a new size, ETag or time): `build_references` then references it anew."""
+    archive = Archive(archive_url, storage_options)
+    rows = archive.read_index(product)
+    for row in rows.values():
+        if row["url"] in reasons:
+            row.update(status="failed", reason=reasons[row["url"]])
+    archive.write_index(product, rows)
+
+
 def build_references(archive_url: str, products: list[str] | None = None, storage_options: dict | None = None,
                      progress: bool = True) -> RefsReport:
     """Reference every granule of the archive, incrementally: new granules are referenced, changed ones
@@ -198,8 +248,7 @@ def _update_product(archive: Archive, reader: Reader, progress: bool) -> Product
             bar.update(len(batch))
     if reader.combines_along_time:
         report.combined = _combine(archive, reader, rows, fresh, {r["combined"] for r in previous.values()})
-    table = pd.DataFrame(list(rows.values()), columns=list(INDEX_COLUMNS))
-    archive.put(f"{refs_dir}/{INDEX_NAME}", table.to_csv(index=False).encode())
+    archive.write_index(product, rows)
     report.failed = {name: row["reason"] for name, row in rows.items() if row["status"] != "ok"}
     _remove_unindexed(archive, refs_dir, rows)
     return report
@@ -268,17 +317,34 @@ def _combine(archive: Archive, reader: Reader, rows: dict[str, dict], fresh: dic
 
 def _remove_unindexed(archive: Archive, refs_dir: str, rows: dict[str, dict]) -> None:
     """After the index is written: delete reference objects it does not name (removed or failed granules,
-    superseded combined sets, leftovers of interrupted runs)."""
+    superseded combined sets, leftovers of interrupted runs) once they are `UNINDEXED_GRACE_S` old. A
+    younger one may belong to a build running at the same time (the NRT run's, a `soilcube refs` by hand)
+    whose index, written after this one, names it."""
     fs = archive.fs
     fs.invalidate_cache(refs_dir)
     keep = {f"{refs_dir}/{row['refs']}" for row in rows.values() if row["refs"]}
     keep |= {f"{refs_dir}/{row['combined']}" for row in rows.values() if row["combined"]}
     keep |= {f"{refs_dir}/{INDEX_NAME}", f"{refs_dir}/granules"}
-    stale = [p for p in fs.ls(refs_dir, detail=False) if p.rstrip("/") not in keep]
+    unindexed = [info for info in fs.ls(refs_dir, detail=True) if info["name"].rstrip("/") not in keep]
     if fs.exists(f"{refs_dir}/granules"):
-        stale += [p for p in fs.ls(f"{refs_dir}/granules", detail=False) if p not in keep]
-    for path in stale:
-        fs.rm(path, recursive=True)
+        unindexed += [info for info in fs.ls(f"{refs_dir}/granules", detail=True) if info["name"] not in keep]
+    now = time.time()
+    for info in unindexed:
+        if now - _newest_write(fs, info) >= UNINDEXED_GRACE_S:
+            fs.rm(info["name"], recursive=True)
+
+
+def _newest_write(fs, info: dict) -> float:
+    """When an object (or the newest object of a folder, e.g. a parquet set) was last written, in seconds
+    since the epoch; now where the filesystem does not say."""
+    infos = list(fs.find(info["name"], detail=True).values()) if info["type"] == "directory" else [info]
+    times = []
+    for entry in infos:
+        written = entry.get("mtime", entry.get("LastModified"))
+        if written is None:
+            return time.time()
+        times.append(written.timestamp() if hasattr(written, "timestamp") else float(written))
+    return max(times, default=time.time())
 
 
 class PersistedReferences:

@@ -7,6 +7,7 @@ inside runs on the current default scheduler (a distributed Client where the cal
 from __future__ import annotations
 
 import calendar
+import logging
 from datetime import date, timedelta
 
 import dask.array as da
@@ -27,6 +28,7 @@ from soilcube.visir.fit import fit_model as fit_coefficients
 from soilcube.visir.qa import DENSE_VEGETATION_VWC, QA, flag_where, qa_attrs
 from soilcube.visir.training import OVERPASSES, gldas_pairs, ndvi_on_gldas
 
+log = logging.getLogger(__name__)
 DOWNSCALED_CUBES = {"downscaled_1km": "M01", "downscaled_400m": "M400"}
 # The daily cubes' time axis: the SMAP era, with room for years of NRT.
 CUBE_FIRST_DAY, CUBE_LAST_DAY = date(2015, 4, 1), date(2030, 12, 31)
@@ -45,6 +47,19 @@ def granule_urls(
 ) -> list[str]:
     """`refs.granule_urls` of the settings' archive."""
     return refs.granule_urls(settings.archive, product, settings.storage_options, first, last)
+
+
+# The granules a run of some days reads, per product: how many days before the first day and after the
+# last one their file-name times may lie (SMAP half orbits of the local days; the night after each day, for
+# the PM pairing; the 8-day LAI composite that serves the first day).
+INPUT_SPANS = {"smap_l2e": (1, 2), "viirs_lst": (0, 1), "viirs_lai": (8, 1)}
+
+
+def input_urls(settings: Settings, product: str, days: list[date]) -> list[str]:
+    """The readable granules of `product` (per the reference index) that a run of `days` reads."""
+    before, after = INPUT_SPANS[product]
+    first = np.datetime64(min(days)) - np.timedelta64(before, "D")
+    return granule_urls(settings, product, first, np.datetime64(max(days)) + np.timedelta64(after, "D"))
 
 
 def _names(urls: list[str]) -> list[str]:
@@ -131,9 +146,7 @@ def _local_dates(times: np.ndarray, area: Region) -> np.ndarray:
 def smap_9km(settings: Settings, days: list[date], area: Region) -> tuple[xr.Dataset, list[str]]:
     """SMAP L2_E half orbits composited per local day and overpass (descending = AM, ascending = PM) on
     the region's M09 window: soil_moisture (bad retrievals removed), vegetation_water_content, frozen."""
-    first = np.datetime64(min(days)) - np.timedelta64(1, "D")
-    last = np.datetime64(max(days)) + np.timedelta64(2, "D")
-    urls = granule_urls(settings, "smap_l2e", first, last)
+    urls = input_urls(settings, "smap_l2e", days)
     window = area.window("M09")
     shape = (len(days), len(OVERPASSES), *window.shape)
     empty = np.full(shape, np.nan, dtype=np.float32)
@@ -173,9 +186,7 @@ def smap_9km(settings: Settings, days: list[date], area: Region) -> tuple[xr.Dat
 
 def _viirs(settings: Settings, days: list[date], window: Window) -> tuple[xr.DataArray, xr.DataArray, list]:
     """Day and night LST (days and the day after, for the PM pairing) and the LAI class on `window`."""
-    first, last = np.datetime64(min(days)), np.datetime64(max(days) + timedelta(days=1))
-    lst_urls = granule_urls(settings, "viirs_lst", first, last)
-    lai_urls = granule_urls(settings, "viirs_lai", first - np.timedelta64(8, "D"), last)
+    lst_urls, lai_urls = input_urls(settings, "viirs_lst", days), input_urls(settings, "viirs_lai", days)
     if not lst_urls or not lai_urls:
         raise RuntimeError(f"no VIIRS LST/LAI granules for {min(days)} … {max(days)} in {settings.archive}")
     lst = open_granules(
@@ -277,32 +288,29 @@ def _parameters(settings: Settings, model_version: str) -> dict:
 
 
 def _ensure_cube(settings: Settings, name: str, window: Window) -> None:
-    try:
-        store.open_repository(store.cube_url(settings.store, name), settings.storage_options)
-    except FileNotFoundError:
-        days = pd.date_range(CUBE_FIRST_DAY, CUBE_LAST_DAY, freq="D").values
-        variable_attrs = {
-            "qa": qa_attrs(),
-            "sm": {"long_name": "soil moisture, hybrid correction to SMAP"},
-            "sm_additive": {"long_name": "soil moisture, additive correction (public code)"},
-            "smap_9km": {"long_name": "SMAP L2_E 9 km soil moisture of the parent cell"},
-        }
-        store.create_cube(
-            settings.store,
-            name,
-            window,
-            days,
-            extra_dims={"overpass": OVERPASSES},
-            variables={"sm": np.float32, "sm_additive": np.float32, "smap_9km": np.float32, "qa": np.uint8},
-            variable_attrs=variable_attrs,
-            status=True,
-            storage_options=settings.storage_options,
-            attrs={
-                "title": f"soilcube VIS/IR downscaled SMAP soil moisture ({name})",
-                "institution": "soilcube",
-                "Conventions": "CF-1.10",
-            },
-        )
+    variable_attrs = {
+        "qa": qa_attrs(),
+        "sm": {"long_name": "soil moisture, hybrid correction to SMAP"},
+        "sm_additive": {"long_name": "soil moisture, additive correction (public code)"},
+        "smap_9km": {"long_name": "SMAP L2_E 9 km soil moisture of the parent cell"},
+    }
+    store.create_cube(
+        settings.store,
+        name,
+        window,
+        pd.date_range(CUBE_FIRST_DAY, CUBE_LAST_DAY, freq="D").values,
+        extra_dims={"overpass": OVERPASSES},
+        variables={"sm": np.float32, "sm_additive": np.float32, "smap_9km": np.float32, "qa": np.uint8},
+        variable_attrs=variable_attrs,
+        status=True,
+        exist_ok=True,
+        storage_options=settings.storage_options,
+        attrs={
+            "title": f"soilcube VIS/IR downscaled SMAP soil moisture ({name})",
+            "institution": "soilcube",
+            "Conventions": "CF-1.10",
+        },
+    )
 
 
 def model_snapshot(settings: Settings) -> str:
@@ -334,9 +342,43 @@ def downscale_days(
 ) -> dict[str, str]:
     """Downscale `days` at 1 km and 400 m and write them, one commit per cube; {cube: commit id}.
 
-    NRT runs (`status="nrt"`) pass the QC gate of `settings.nrt_qc` first, or raise QCError having
-    written nothing."""
+    Both cubes' slices are computed and staged before either is committed, so a failure while reading or
+    computing leaves both cubes as they were. A granule found missing or unreadable only now (removed since
+    it was referenced, or a corrupt data block behind a sound header) is rejected in the reference index,
+    named in a warning and in the commits' provenance, and the run is made once more without it: the
+    slices that needed it are NaN with their QA reasons, the other days complete. NRT runs
+    (`status="nrt"`) pass the QC gate of `settings.nrt_qc` first, or raise QCError having written nothing.
+    """
     days = sorted(days)
+    try:
+        return _downscale_days(settings, days, status, key, rejected={})
+    except QCError:
+        raise
+    except Exception:
+        rejected = _reject_unreadable(settings, days)
+        if not rejected:
+            raise
+        return _downscale_days(settings, days, status, key, rejected)
+
+
+def _reject_unreadable(settings: Settings, days: list[date]) -> dict[str, str]:
+    """Find the run's input granules that are missing or unreadable, reject them in the index (so runs
+    read them as missing) and warn; '<product>/<file name>' → reason."""
+    rejected = {}
+    for product in INPUT_SPANS:
+        urls = input_urls(settings, product, days)
+        bad = refs.unreadable_granules(product, urls, settings.storage_options) if urls else {}
+        if bad:
+            refs.reject_granules(settings.archive, product, bad, settings.storage_options)
+        for url, reason in bad.items():
+            log.warning("%s: %s; rejected, the slices that need it stay empty", url, reason)
+            rejected[f"{product}/{url.rsplit('/', 1)[-1]}"] = reason
+    return rejected
+
+
+def _downscale_days(
+    settings: Settings, days: list[date], status: str, key: str | None, rejected: dict[str, str]
+) -> dict[str, str]:
     area = region(settings.region)
     model, version = model_version(settings)
     smap, smap_inputs = smap_9km(settings, days, area)
@@ -348,7 +390,7 @@ def downscale_days(
         failures = qc_failures(products["downscaled_1km"][0].load(), settings.nrt_qc)
         if failures:
             raise QCError(f"NRT {days[0]} … {days[-1]} fails the QC gate: {'; '.join(failures)}")
-    commits = {}
+    staged = {}
     for name, grid_name in DOWNSCALED_CUBES.items():
         _ensure_cube(settings, name, area.window(grid_name))
         slices, inputs = products[name]
@@ -357,7 +399,9 @@ def downscale_days(
             "parameters": _parameters(settings, version),
             "strategy": status,
         }
-        commits[name] = store.write_slices(
+        if rejected:
+            provenance["rejected"] = rejected
+        staged[name] = store.stage_slices(
             settings.store,
             name,
             slices,
@@ -367,7 +411,7 @@ def downscale_days(
             message=f"{name}: {days[0]} … {days[-1]} ({status})",
             storage_options=settings.storage_options,
         )
-    return commits
+    return {name: staged_slices.commit() for name, staged_slices in staged.items()}
 
 
 def month_days(year: int, month: int, start: date | None = None, end: date | None = None) -> list[date]:
@@ -417,13 +461,32 @@ def backfill_month(
     return downscale_days(settings, days, status=status, key=month_key(days))
 
 
+class BackfillError(RuntimeError):
+    """Months of a backfill that failed; the other months were committed."""
+
+
 def backfill(settings: Settings, start: date, end: date) -> dict[str, dict[str, str]]:
     """Backfill [start, end] month by month as 'final' slices: {'YYYY-MM': {cube: commit id}}, {} for a
-    month already committed."""
-    return {
-        f"{year}-{month:02d}": backfill_month(settings, year, month, start, end)
-        for year, month in months(start, end)
-    }
+    month already committed. A month that fails does not stop the others: they are all tried, then
+    BackfillError names each failed month and its error (a rerun retries only those)."""
+    done, failed = {}, {}
+    for year, month in months(start, end):
+        label = f"{year}-{month:02d}"
+        try:
+            done[label] = backfill_month(settings, year, month, start, end)
+        except Exception as error:
+            log.error("%s failed: %s", label, error)
+            failed[label] = error
+    if failed:
+        raise BackfillError(backfill_failure(failed, done))
+    return done
+
+
+def backfill_failure(failed: dict[str, object], done: dict) -> str:
+    """The message of a backfill with failed months (month → error)."""
+    errors = "; ".join(f"{label}: {error}" for label, error in failed.items())
+    return (f"{len(failed)} of {len(failed) + len(done)} months failed ({errors}); the other months are "
+            "committed, and a rerun retries only the failed ones")
 
 
 def months(start: date, end: date) -> list[tuple[int, int]]:
@@ -436,10 +499,37 @@ def months(start: date, end: date) -> list[tuple[int, int]]:
 
 def nrt(settings: Settings, run_date: date, *, latency_days: int = 3) -> dict[str, str]:
     """The daily NRT unit: update the references, then downscale the target day and the re-checked
-    trailing days as 'nrt' slices in one commit per cube."""
-    refs.build_references(settings.archive, storage_options=settings.storage_options, progress=False)
-    days = nrt_days(run_date, latency_days)
+    trailing days as 'nrt' slices in one commit per cube. Days the cubes already hold as 'final' (a
+    backfill reached them) are left as they are; {} when no day is left."""
+    report = refs.build_references(settings.archive, storage_options=settings.storage_options, progress=False)
+    for product, product_report in report.products.items():
+        for name, reason in product_report.failed.items():
+            if name not in product_report.reused:  # found by this run
+                log.warning("%s/%s: %s; not referenced, the slices that need it stay empty",
+                            product, name, reason)
+    days = nrt_days_to_make(settings, run_date, latency_days)
+    if not days:
+        return {}
     return downscale_days(settings, days, status="nrt", key=f"nrt {run_date}")
+
+
+def nrt_days_to_make(settings: Settings, run_date: date, latency_days: int = 3) -> list[date]:
+    """The NRT days of `run_date` (`nrt_days`) that the cubes do not hold as 'final' already."""
+    days = nrt_days(run_date, latency_days)
+    final = final_days(settings, days)
+    return [d for d in days if d not in final]
+
+
+def final_days(settings: Settings, days: list[date]) -> set[date]:
+    """The days among `days` that both downscaled cubes hold as 'final' slices."""
+    final = set(days)
+    for name in DOWNSCALED_CUBES:
+        if not store.cube_exists(settings.store, name, storage_options=settings.storage_options):
+            return set()
+        cube = open_cube(store.cube_url(settings.store, name), storage_options=settings.storage_options)
+        status = cube["status"].sel(time=[np.datetime64(d, "ns") for d in days]).values
+        final &= {d for d, code in zip(days, status, strict=True) if code == store.STATUS_CODES["final"]}
+    return final
 
 
 def nrt_days(run_date: date, latency_days: int = 3, recheck_days: int = 2) -> list[date]:

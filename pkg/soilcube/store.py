@@ -8,7 +8,9 @@ Its life cycle:
    empty chunks stay unwritten and read back as the fill value: NaN for floats, 0 for integers).
 2. `write_slices` fills time slices by region writes, all in one writable session, and makes one commit
    whose metadata carries the provenance. Until that commit nothing is visible: a failure midway leaves
-   the cube exactly as it was (the orphaned chunk objects are removed by `expire`).
+   the cube exactly as it was (the orphaned chunk objects are removed by `expire`). `stage_slices` does
+   the writes and leaves the commit to the caller, so that a run writing several cubes commits none
+   before all are written.
 3. `tag_release`, `rollback`, `history`, `already_committed` and `expire` manage the versions.
 
 Layout (Zarr v3 sharding, see `CubeLayout`): dims (time, [extra dims such as overpass], y, x).
@@ -33,6 +35,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 from urllib.parse import urlparse
 
@@ -48,8 +51,9 @@ from soilcube.grids import EPSG, Window
 
 CUBE_NAMES = ("downscaled_1km", "downscaled_400m", "visir_model", "characteristics", "fused_1km_3h")
 BRANCH = "main"
-# Writes are serialised (one commit per run), so icechunk's per-open warning that local directories are
-# unsafe for concurrent commits is noise here; ICECHUNK_LOG (icechunk's own variable) still overrides.
+# icechunk warns on every open that a local directory is unsafe for concurrent commits (no conditional
+# writes): true, and said once in the README (a `file://` store is for one writer at a time, as the demo
+# and the CLI use it; deployments whose runs may overlap use S3). ICECHUNK_LOG still overrides.
 if "ICECHUNK_LOG" not in os.environ:
     icechunk.set_logs_filter("error")
 SOIL_MOISTURE_UNITS = "m3 m-3"
@@ -244,35 +248,86 @@ def create_cube(
     attrs: Mapping[str, Any] | None = None,
     variable_attrs: Mapping[str, Mapping[str, Any]] | None = None,
     status: bool = False,
+    exist_ok: bool = False,
     storage_options: Mapping | None = None,
-) -> str:
+) -> str | None:
     """Create cube `name` in the store: a new repository whose first commit is the empty template.
 
     `times` spans the whole period the cube will ever hold (e.g. every day of the years to process);
-    see `cube_template` for the other arguments. Returns the snapshot id of the template commit.
+    see `cube_template` for the other arguments. Returns the snapshot id of the template commit. A
+    repository left without its template (icechunk commits the empty repository first: a creation
+    interrupted between the two commits) gets it now. An existing cube raises FileExistsError, or with
+    `exist_ok` is kept as it is (None is returned), also when a concurrent run creates it first.
     """
     _check_cube_name(name)
+    if exist_ok and cube_exists(store_url, name, storage_options=storage_options):
+        return None
     template, encoding = cube_template(
         window, times, variables=variables, extra_dims=extra_dims, layout=layout,
         attrs={"cube": name, **(attrs or {})}, variable_attrs=variable_attrs, status=status,
     )
-    repo = open_repository(cube_url(store_url, name), storage_options, create=True)
+    url = cube_url(store_url, name)
+    try:
+        repo = open_repository(url, storage_options, create=True)
+    except FileExistsError:
+        if cube_exists(store_url, name, storage_options=storage_options):
+            if exist_ok:
+                return None
+            raise
+        repo = open_repository(url, storage_options)
     session = repo.writable_session(BRANCH)
     # compute=False writes metadata and the in-memory coordinates only: no data chunk exists until written
     template.to_zarr(
         session.store, mode="w-", encoding=encoding, compute=False, zarr_format=3, consolidated=False
     )
-    return session.commit(f"create {name} template", metadata=_jsonable({
+    metadata = _jsonable({
         "operation": "create_cube", "soilcube_version": __version__, "cube": name, "grid": window.grid_name,
         "time_start": _iso(template.time.values[0]), "time_end": _iso(template.time.values[-1]),
         "layout": vars(layout),
-    }))
+    })
+    try:
+        return session.commit(f"create {name} template", metadata=metadata)
+    except icechunk.ConflictError:
+        if exist_ok and cube_exists(store_url, name, storage_options=storage_options):
+            return None  # a concurrent run committed the template first
+        raise
+
+
+def cube_exists(store_url: str, name: str, *, storage_options: Mapping | None = None) -> bool:
+    """Whether cube `name` exists with its template (a repository with more than icechunk's root commit)."""
+    try:
+        repo = open_repository(cube_url(store_url, name), storage_options)
+    except FileNotFoundError:
+        return False
+    return len(list(islice(repo.ancestry(branch=BRANCH), 2))) > 1
 
 
 # --- region writes ---------------------------------------------------------------------------------------
 
 
-def write_slices(
+@dataclass(frozen=True)
+class StagedSlices:
+    """Time slices written into a writable session of one cube and not yet visible (`stage_slices`)."""
+
+    session: icechunk.Session
+    message: str
+    metadata: dict[str, Any]
+
+    def commit(self) -> str:
+        """Make the slices one new version of the cube; return its snapshot id."""
+        # ConflictDetector lets a run commit after a concurrent one that touched other shards, and refuses
+        # (nothing committed) when both wrote the same shard.
+        return self.session.commit(
+            self.message, metadata=self.metadata, rebase_with=icechunk.ConflictDetector()
+        )
+
+
+def write_slices(store_url: str, name: str, dataset: xr.Dataset, **options) -> str:
+    """`stage_slices` and commit: the slices become one new version of cube `name`; return its id."""
+    return stage_slices(store_url, name, dataset, **options).commit()
+
+
+def stage_slices(
     store_url: str,
     name: str,
     dataset: xr.Dataset,
@@ -282,8 +337,11 @@ def write_slices(
     key: str | None = None,
     status: str | None = None,
     storage_options: Mapping | None = None,
-) -> str:
-    """Write the time slices of `dataset` into cube `name` in one session and one commit; return its id.
+) -> StagedSlices:
+    """Write the time slices of `dataset` into a writable session of cube `name`, to commit later.
+
+    Everything is computed and written here; until `commit` nothing is visible, so a caller that stages
+    several cubes and commits them only when all staged leaves every cube as it was on any failure.
 
     `dataset` holds some of the cube's data variables on exactly the cube's grid (same x, y and extra-dim
     labels) at times that the template holds, in any order and with gaps. `provenance` (input granules
@@ -327,9 +385,7 @@ def write_slices(
         "variables": sorted(slices.data_vars),
         "provenance": provenance,
     }
-    # ConflictDetector lets a run commit after a concurrent one that touched other shards, and refuses
-    # (nothing committed) when both wrote the same shard.
-    return session.commit(message, metadata=_jsonable(metadata), rebase_with=icechunk.ConflictDetector())
+    return StagedSlices(session, message, _jsonable(metadata))
 
 
 def write_dataset(

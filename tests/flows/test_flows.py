@@ -333,6 +333,20 @@ def test_backfill_flow_replaces_nrt_with_final_then_skips_the_month(nrt_run, sch
 
 
 @pytest.mark.slow
+def test_backfill_flow_tries_every_month_and_fails_naming_the_failed_ones(nrt_run, scheduler, roots):
+    from flows.backfill import backfill_flow
+
+    # the archive holds no granules of April or May 2016: the April task fails (after its retries) and
+    # the May task still runs (and fails too)
+    state = timed("backfill_flow, failing months", backfill_flow, start=date(2016, 4, 30),
+                  end=date(2016, 5, 1), **scheduler)
+    assert state.is_failed()
+    failed = r"2 of 2 months failed \(2016-04: no VIIRS .*; 2016-05: no VIIRS"
+    with pytest.raises(runs.BackfillError, match=failed):
+        state.result()
+
+
+@pytest.mark.slow
 def test_backfill_flow_refuses_products_it_cannot_make(prefect_server, roots):
     from flows.backfill import backfill_flow
 

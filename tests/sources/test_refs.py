@@ -1,7 +1,9 @@
 """Persisted references (soilcube.refs): incremental updates, unreadable granules reported and skipped, the
 index written last, combined sets (JSON and parquet) reused by the readers."""
 
+import os
 import shutil
+import time
 
 import fsspec
 import h5py
@@ -32,7 +34,8 @@ def refs_listing(root, options, product):
     return sorted(p.rsplit("/", 1)[1] for p in fs.ls(path, detail=False))
 
 
-def test_incremental_references(archive_root):
+def test_incremental_references(archive_root, monkeypatch):
+    monkeypatch.setattr(refs, "UNINDEXED_GRACE_S", 0)  # superseded objects go at once
     root, options = archive_root
     l4 = write_granules(root, options, "smap_l4", 2)
     gldas = write_granules(root, options, "gldas", 2)
@@ -122,7 +125,8 @@ def test_a_time_taken_twice_keeps_the_later_granule(tmp_path):
     assert list(open_granules("ltdr_ndvi", [url])["granule"].values) == [kept.name]
 
 
-def test_removed_granules_leave_the_index(tmp_path):
+def test_removed_granules_leave_the_index(tmp_path, monkeypatch):
+    monkeypatch.setattr(refs, "UNINDEXED_GRACE_S", 0)
     root = tmp_path.as_uri()
     urls = write_granules(root, None, "smap_l4", 2)
     build_references(root, ["smap_l4"], progress=False)
@@ -132,6 +136,25 @@ def test_removed_granules_leave_the_index(tmp_path):
     assert report.products["smap_l4"].removed == [gone.name]
     assert list(read_index(root, "smap_l4")["name"]) == names(urls[1:])
     assert not (tmp_path / "refs" / "smap_l4" / "granules" / f"{gone.name}.json").exists()
+
+
+def test_a_build_keeps_young_unindexed_references_of_a_concurrent_build(tmp_path):
+    root = tmp_path.as_uri()
+    write_granules(root, None, "smap_l4", 2)
+    build_references(root, ["smap_l4"], progress=False)
+    # what a build running at the same time has written and its index (written later) will name
+    folder = tmp_path / "refs" / "smap_l4"
+    theirs = [folder / "granules" / "SMAP_L4_SM_gph_20991231T223000_Vv8010_001.h5.json",
+              folder / "combined-0ff.json"]
+    for path in theirs:
+        path.write_text("{}")
+    build_references(root, ["smap_l4"], progress=False)
+    assert all(path.exists() for path in theirs)
+    two_days_ago = time.time() - 2 * 24 * 3600
+    for path in theirs:  # left behind by a build that died: removed once old
+        os.utime(path, (two_days_ago, two_days_ago))
+    build_references(root, ["smap_l4"], progress=False)
+    assert not any(path.exists() for path in theirs)
 
 
 def test_an_interrupted_run_leaves_the_previous_index(tmp_path, monkeypatch):

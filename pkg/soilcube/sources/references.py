@@ -220,6 +220,23 @@ def open_references(refs: dict | str, storage_options: dict | None = None, group
     """
     if variables and isinstance(refs, dict):
         refs = _only(refs, group, variables)
+    return xr.open_dataset(
+        _reference_store(refs, storage_options), engine="zarr", group=group, consolidated=False,
+        zarr_format=2, chunks=None, mask_and_scale=False, decode_times=False,
+    )
+
+
+def read_every_array(refs: dict, storage_options: dict | None = None) -> None:
+    """Read every array of a granule's reference set whole (decompressing each chunk): raises where the
+    file's data cannot be read, although its header could."""
+    group = zarr.open_group(_reference_store(refs, storage_options), mode="r", zarr_format=2)
+    for _, node in group.members(max_depth=None):
+        if isinstance(node, zarr.Array):
+            node[...]
+
+
+def _reference_store(refs: dict | str, storage_options: dict | None) -> zarr.storage.FsspecStore:
+    """A read-only zarr store over a reference set and the granules it points to."""
     options = storage_options or {}
     protocol = _remote_protocol(refs)
     if protocol in LocalFileSystem.protocol:
@@ -229,11 +246,7 @@ def open_references(refs: dict | str, storage_options: dict | None = None, group
         remote = {"remote_protocol": protocol, "remote_options": {**options, "asynchronous": True}}
     fs = fsspec.filesystem("reference", fo=refs, target_options=options, asynchronous=True,
                            skip_instance_cache=True, **remote)
-    store = zarr.storage.FsspecStore(fs, read_only=True)
-    return xr.open_dataset(
-        store, engine="zarr", group=group, consolidated=False, zarr_format=2, chunks=None,
-        mask_and_scale=False, decode_times=False,
-    )
+    return zarr.storage.FsspecStore(fs, read_only=True)
 
 
 def file_name_times(ds: xr.Dataset) -> np.ndarray:
