@@ -179,6 +179,34 @@ def test_pixels_outside_the_smap_window_have_no_smap():
     assert out["sm"][..., :-3].notnull().all()
 
 
+def test_smap_without_a_lead_dim_of_theta_serves_every_step_of_it():
+    theta, smap, index = _setup("M01")
+    theta = xr.concat([theta, theta + 0.01], dim=xr.DataArray(["AM", "PM"], dims="overpass"))
+    out = correct_to_smap(theta, smap, index)  # SMAP has time only
+    broadcast = correct_to_smap(theta, smap.expand_dims(overpass=["AM", "PM"]), index)
+    assert out["sm"].dims == ("overpass", "time", "y", "x") and out["sm"].notnull().any()
+    xr.testing.assert_identical(out, broadcast)
+
+
+def test_lazy_smap_with_eager_theta_gives_the_eager_result():
+    theta, smap, index = _setup("M01")
+    lazy = correct_to_smap(theta, smap.chunk({"time": 1}), index)
+    assert lazy["sm"].chunks is not None
+    xr.testing.assert_identical(lazy.compute(), correct_to_smap(theta, smap, index))
+
+
+def test_mismatched_smap_is_refused_with_a_reason():
+    theta, smap, (rows, cols) = _setup("M01")
+    with pytest.raises(ValueError, match="exact"):  # other days than θ's
+        correct_to_smap(theta, smap.assign_coords(time=smap.time + np.timedelta64(1, "D")), (rows, cols))
+    with pytest.raises(ValueError, match=r"SMAP has dims \['overpass'\]"):
+        correct_to_smap(theta, smap.expand_dims(overpass=["AM"]), (rows, cols))
+    with pytest.raises(ValueError, match="beyond the SMAP grid"):
+        correct_to_smap(theta, smap.isel(x=slice(0, 3)), (rows, cols))
+    with pytest.raises(ValueError, match="k must be ≥ 0, got -0.01"):
+        correct_to_smap(theta, smap, (rows, cols), k=-0.01)
+
+
 def test_unknown_method_is_refused():
     theta, smap, index = _setup("M01")
     with pytest.raises(ValueError, match="hybrid"):

@@ -186,6 +186,13 @@ def test_fused_kernel_matches_the_reference(case_args, first, second):
     np.testing.assert_array_equal(single["qa"], qas["b"])
 
 
+def test_no_correction_is_refused():
+    case = _case(5, "M01", 2, 2, (1, 0), (1, 1, 0, 0))
+    with pytest.raises(ValueError, match="no correction asked for"):
+        downscale_and_correct(case["dt"], case["veg"], case["model"], case["cell_index"], case["smap"],
+                              case["parents"], {})
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases, st.integers(5, 60), st.integers(5, 60), st.booleans())
 def test_tiles_reproduce_the_whole_window_exactly(case_args, tile_rows, tile_cols, split_lead):
