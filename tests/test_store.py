@@ -240,6 +240,25 @@ def test_layout_shards_hold_whole_chunks():
     assert store.CubeLayout().spatial_sizes(40) == (40, 40)
 
 
+def test_a_unit_counts_as_committed_until_a_later_run_rewrites_its_days(store_url):
+    def run(days, key, method):
+        provenance = {"parameters": {"method": method}}
+        return store.write_slices(store_url, NAME, slices(days), provenance=provenance, message=key, key=key,
+                                  status="final")
+
+    hybrid, additive = (store.hash_parameters({"method": m}) for m in ("hybrid", "additive"))
+    run([1, 2, 3], "2016-01", "hybrid")
+    run([5], "nrt 2016-01-08", "hybrid")  # other days: the unit stands
+    assert store.already_committed(store_url, NAME, "2016-01", hybrid)
+    # the unit made again with other parameters (a newer model), then the model rolled back: the cube
+    # holds the newer slices, so the older parameters' run no longer counts
+    run([1, 2, 3], "2016-01", "additive")
+    assert store.already_committed(store_url, NAME, "2016-01", additive)
+    assert not store.already_committed(store_url, NAME, "2016-01", hybrid)
+    run([3, 4], "nrt 2016-01-07", "hybrid")  # an NRT run over one of its days
+    assert not store.already_committed(store_url, NAME, "2016-01", additive)
+
+
 def test_tags_and_rollback(store_url):
     first = write(store_url, [1], key="2016-01-01")
     store.tag_release(store_url, NAME, "v1.0")

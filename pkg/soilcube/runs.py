@@ -430,7 +430,8 @@ def month_committed(
     settings: Settings, year: int, month: int, start: date | None = None, end: date | None = None
 ) -> bool:
     """Whether both downscaled cubes hold these days of the month, made with the current model and
-    parameters (a rolled-back run does not count)."""
+    parameters and not rewritten since (`store.already_committed`: a rolled-back run, a later run with
+    another model or an NRT run over its days make it count as not done)."""
     try:
         parameters_hash = store.hash_parameters(_parameters(settings, model_snapshot(settings)))
         key = month_key(month_days(year, month, start, end))

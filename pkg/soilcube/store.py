@@ -543,12 +543,19 @@ def hash_parameters(parameters: Mapping[str, Any]) -> str:
 def already_committed(
     store_url: str, name: str, key: str, parameters_hash: str, *, storage_options: Mapping | None = None
 ) -> bool:
-    """Whether the main branch holds a run of unit `key` made with the parameters hashed to `parameters_hash`.
-
-    Rolled-back runs are off the branch and so do not count.
+    """Whether the cube holds unit `key` as made with the parameters hashed to `parameters_hash`: the newest
+    run of `key` on the main branch has that hash, and no later run wrote a time step inside its span (an
+    NRT run over its days, a run of another unit). Rolled-back runs are off the branch and do not count.
     """
-    return any(c.metadata.get("key") == key and c.metadata.get("parameters_hash") == parameters_hash
-               for c in committed_runs(store_url, name, storage_options=storage_options))
+    later: list[dict] = []
+    for commit in committed_runs(store_url, name, storage_options=storage_options):  # newest first
+        meta = commit.metadata
+        if meta.get("key") == key:
+            overwritten = any(m["time_start"] <= meta["time_end"] and meta["time_start"] <= m["time_end"]
+                              for m in later)
+            return meta.get("parameters_hash") == parameters_hash and not overwritten
+        later.append(meta)
+    return False
 
 
 def tag_release(
