@@ -276,6 +276,13 @@ def test_tags_and_rollback(store_url):
         store.rollback(store_url, NAME, "0000000000000000000A")
 
 
+def test_expire_during_a_run_leaves_the_run_s_chunks(store_url):
+    staged = store.stage_slices(store_url, NAME, slices([5, 6]), provenance={}, message="m", status="final")
+    store.expire(store_url, NAME, datetime.now(UTC))  # the run's chunks are reached by nothing yet
+    staged.commit()
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {5, 6})
+
+
 def test_expire_keeps_releases_and_the_head(store_url):
     write(store_url, [1])
     store.tag_release(store_url, NAME, "v1")

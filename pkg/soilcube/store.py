@@ -8,9 +8,9 @@ Its life cycle:
    empty chunks stay unwritten and read back as the fill value: NaN for floats, 0 for integers).
 2. `write_slices` fills time slices by region writes, all in one writable session, and makes one commit
    whose metadata carries the provenance. Until that commit nothing is visible: a failure midway leaves
-   the cube exactly as it was (the orphaned chunk objects are removed by `expire`). `stage_slices` does
-   the writes and leaves the commit to the caller, so that a run writing several cubes commits none
-   before all are written.
+   the cube exactly as it was (the orphaned chunk objects are removed by `expire` once a day old).
+   `stage_slices` does the writes and leaves the commit to the caller, so that a run writing several
+   cubes commits none before all are written.
 3. `tag_release`, `rollback`, `history`, `already_committed` and `expire` manage the versions.
 
 Layout (Zarr v3 sharding, see `CubeLayout`): dims (time, [extra dims such as overpass], y, x).
@@ -34,7 +34,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 from urllib.parse import urlparse
@@ -59,6 +59,8 @@ if "ICECHUNK_LOG" not in os.environ:
 SOIL_MOISTURE_UNITS = "m3 m-3"
 DEFAULT_VARIABLES = {"sm": np.float32, "qa": np.uint8}
 STATUS_CODES = {"empty": 0, "nrt": 1, "final": 2}
+# `expire` deletes no object younger than this: a run still writing has chunks that nothing reaches yet.
+GC_GRACE = timedelta(days=1)
 # Minutes since the epoch hold every time step of every cube (daily, 3-hourly at 01:30…) exactly.
 TIME_ENCODING = {"units": "minutes since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int64"}
 
@@ -585,14 +587,15 @@ def expire(
 ) -> set[str]:
     """Expire snapshots older than `older_than` and delete the objects nothing reaches any more.
 
-    Tagged releases and the head of main survive; so do the chunks they use. Naive datetimes are UTC.
-    Returns the ids of the expired snapshots.
+    Tagged releases and the head of main survive; so do the chunks they use. Objects younger than
+    `GC_GRACE` survive too, whatever `older_than` says: the chunks of a run still writing are reached by
+    nothing until it commits. Naive datetimes are UTC. Returns the ids of the expired snapshots.
     """
     if older_than.tzinfo is None:
         older_than = older_than.replace(tzinfo=UTC)
     repo = open_repository(cube_url(store_url, name), storage_options)
     expired = repo.expire_snapshots(older_than)
-    repo.garbage_collect(older_than)
+    repo.garbage_collect(min(older_than, datetime.now(UTC) - GC_GRACE))
     return expired
 
 
