@@ -166,11 +166,12 @@ def test_prefect_yaml_pulls_into_the_image_workdir_and_schedules_nrt_daily():
 @pytest.mark.parametrize(
     "run_parameters", [{}, {"run_date": "2016-06-06", "overrides": {"store": "s3://b/c"}}]
 )
-def test_prefect_yaml_parameters_reach_the_flow_through_server_and_engine(run_parameters, monkeypatch):
-    """A run of each deployment as Prefect makes it: the API merges deployment and run parameters and checks
-    them against the flow's parameter schema, which lists **overrides as a *required* `overrides` parameter
-    (hence `overrides: {}` in prefect.yaml); the engine then validates them and expands `overrides` into
-    keyword arguments. Settings overrides must be nested under `overrides` (a top-level one is refused)."""
+def test_prefect_yaml_parameters_pass_the_checks_of_server_and_engine(run_parameters, monkeypatch):
+    """A run of each deployment checked with Prefect's own functions (fast; the server itself is in the
+    test below): the API merges deployment and run parameters and checks them against the flow's parameter
+    schema, which lists **overrides as a *required* `overrides` parameter (hence `overrides: {}` in
+    prefect.yaml); the engine then validates them and expands `overrides` into keyword arguments. Settings
+    overrides must be nested under `overrides` (a top-level one is refused)."""
     from prefect.exceptions import SignatureMismatchError
     from prefect.utilities.callables import parameters_to_args_kwargs
     from prefect.utilities.schema_tools import validate
@@ -283,6 +284,29 @@ def nrt_run(model_run, scheduler):
 def cube_status(cube_root: str, name: str) -> np.ndarray:
     cube = open_cube(f"{cube_root}/{name}")
     return cube["status"].sel(time=slice(str(FIRST), str(LAST))).values
+
+
+@pytest.mark.slow
+def test_prefect_yaml_deployments_on_the_server_merge_and_check_run_parameters(prefect_server, monkeypatch):
+    """Each deployment of prefect.yaml registered on Prefect's server; runs created through it (no worker
+    picks them up): the server merges the deployment's parameters with the run's and refuses a run the
+    flow's schema rejects."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    given = {
+        "backfill": {"start": "2016-06-01", "end": "2016-06-03"},
+        "nrt": {"run_date": "2016-06-06", "overrides": {"store": "s3://b/c"}},
+    }
+    registered = {}
+    for deployment in deployments():
+        name, defaults = deployment["name"], deployment.get("parameters", {})
+        flow = load_entrypoint(deployment["entrypoint"], monkeypatch)
+        registered[name] = flow.to_deployment(f"test-{name}", parameters=defaults).apply()
+        run = run_deployment(registered[name], parameters=given.get(name, {}), timeout=0)
+        assert run.parameters == {**defaults, **given.get(name, {})}, name
+    with pytest.raises(PrefectHTTPStatusError, match="'start' is a required property"):
+        run_deployment(registered["backfill"], parameters={}, timeout=0)  # backfill without its dates
 
 
 @pytest.mark.slow
