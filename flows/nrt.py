@@ -28,11 +28,11 @@ def nrt_flow(
     run_date = run_date or datetime.now(UTC).date()
     settings = load_settings(config_file, **overrides)
     config = settings.model_dump()
-    days = nrt_days_to_make(settings, run_date)
-    if not days:
-        get_run_logger().info("NRT run of %s: its days are final already, nothing to do", run_date)
-        return {}
-    get_run_logger().info("NRT run of %s: days %s", run_date, ", ".join(map(str, days)))
     with dask_client(settings.scheduler_address, settings.n_workers):
         build_references_task(config, None)
+        days = nrt_days_to_make(settings, run_date)
+        if not days:
+            get_run_logger().info("NRT run of %s: its days are final already, nothing to downscale", run_date)
+            return {}
+        get_run_logger().info("NRT run of %s: days %s", run_date, ", ".join(map(str, days)))
         return downscale_days_task(config, days, "nrt")

@@ -13,7 +13,7 @@ from tasks import run_logger
 @task(name="build-references", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
 def build_references_task(settings: dict, products: list[str] | None = None) -> list[dict]:
     """Reference new and changed granules of `products` (default: all); returns one summary row per product.
-    Unreadable granules are logged and skipped (they stay out of the index), not fatal."""
+    Unreadable granules are skipped, not fatal; those found by this run are logged as warnings."""
     s = Settings(**settings)
     if not s.archive:
         raise ValueError("settings.archive is not set (SOILCUBE_ARCHIVE or the config file)")
@@ -23,6 +23,9 @@ def build_references_task(settings: dict, products: list[str] | None = None) -> 
     logger = run_logger()
     for row in report.rows():
         logger.info("references %s", row)
-    for name, reason in report.failed.items():
+    for name, reason in report.newly_failed.items():
         logger.warning("unreadable granule %s: %s", name, reason)
+    if len(report.failed) > len(report.newly_failed):
+        logger.info("%d granules stay rejected (unchanged since found unreadable)",
+                    len(report.failed) - len(report.newly_failed))
     return report.rows()

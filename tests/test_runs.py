@@ -229,7 +229,7 @@ def test_granules_damaged_after_referencing_are_named_and_lose_only_their_slices
         granule.unlink()
 
     with caplog.at_level("WARNING", logger="soilcube.runs"):
-        commits = runs.downscale_days(settings, DAYS)
+        commits = runs.backfill_month(settings, 2016, 6, DAYS[0], DAYS[-1])
 
     named = {g.name for g in rotten + gone}
     warnings = [r.getMessage() for r in caplog.records if r.name == "soilcube.runs"]
@@ -249,6 +249,17 @@ def test_granules_damaged_after_referencing_are_named_and_lose_only_their_slices
         np.testing.assert_array_equal(
             _slice(settings, day, "AM")["sm"].values, _slice(downscaled, day, "AM")["sm"].values
         )
+
+    # the month counts as done, until a rejected granule is replaced by a good file: then it is made again
+    assert runs.month_committed(settings, 2016, 6, DAYS[0], DAYS[-1])
+    for granule in rotten:
+        shutil.copy(pristine_archive / "viirs_lst" / granule.name, granule)  # a new time: re-referenced
+    refs.build_references(settings.archive, ["viirs_lst"], progress=False)
+    assert not runs.month_committed(settings, 2016, 6, DAYS[0], DAYS[-1])
+    assert set(runs.backfill_month(settings, 2016, 6, DAYS[0], DAYS[-1])) == set(runs.DOWNSCALED_CUBES)
+    np.testing.assert_array_equal(
+        _slice(settings, rotten_day, "AM")["sm"].values, _slice(downscaled, rotten_day, "AM")["sm"].values
+    )
 
     # the NRT run references the archive anew: it warns of the granules that fail now, not of old ones
     truncated = sorted((archive / "viirs_lst").glob(f"VNP21A1D.A{DAYS[-1]:%Y%j}.*.h5"))[0]

@@ -29,6 +29,11 @@ QA_ATTRS = {"flag_masks": [1, 2, 4], "flag_meanings": "retrieval_failed dense_ve
 NAME = "downscaled_1km"
 
 
+def committed(store_url, name, key, parameters_hash, **options) -> bool:
+    run = store.unit_run(store_url, name, key, **options)
+    return run is not None and run.metadata["parameters_hash"] == parameters_hash
+
+
 def make_cube(store_url, **options):
     return store.create_cube(
         store_url,
@@ -146,10 +151,10 @@ def test_one_commit_per_write_carries_the_provenance(store_url):
     assert [run.snapshot_id for run in store.committed_runs(store_url, NAME)] == [snapshot]
 
     same = store.hash_parameters({"window_days": 3, "method": "hybrid"})
-    assert store.already_committed(store_url, NAME, "2016-01", same)
-    assert not store.already_committed(store_url, NAME, "2016-02", same)
+    assert committed(store_url, NAME, "2016-01", same)
+    assert not committed(store_url, NAME, "2016-02", same)
     other = store.hash_parameters({"method": "additive"})
-    assert not store.already_committed(store_url, NAME, "2016-01", other)
+    assert not committed(store_url, NAME, "2016-01", other)
 
 
 def test_failure_midway_leaves_the_cube_exactly_as_before(store_url):
@@ -249,14 +254,14 @@ def test_a_unit_counts_as_committed_until_a_later_run_rewrites_its_days(store_ur
     hybrid, additive = (store.hash_parameters({"method": m}) for m in ("hybrid", "additive"))
     run([1, 2, 3], "2016-01", "hybrid")
     run([5], "nrt 2016-01-08", "hybrid")  # other days: the unit stands
-    assert store.already_committed(store_url, NAME, "2016-01", hybrid)
+    assert committed(store_url, NAME, "2016-01", hybrid)
     # the unit made again with other parameters (a newer model), then the model rolled back: the cube
     # holds the newer slices, so the older parameters' run no longer counts
     run([1, 2, 3], "2016-01", "additive")
-    assert store.already_committed(store_url, NAME, "2016-01", additive)
-    assert not store.already_committed(store_url, NAME, "2016-01", hybrid)
+    assert committed(store_url, NAME, "2016-01", additive)
+    assert not committed(store_url, NAME, "2016-01", hybrid)
     run([3, 4], "nrt 2016-01-07", "hybrid")  # an NRT run over one of its days
-    assert not store.already_committed(store_url, NAME, "2016-01", additive)
+    assert not committed(store_url, NAME, "2016-01", additive)
 
 
 def test_tags_and_rollback(store_url):
@@ -270,8 +275,8 @@ def test_tags_and_rollback(store_url):
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1})
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}", version="v1.0"), {1})
     parameters = store.hash_parameters({"method": "hybrid"})
-    assert store.already_committed(store_url, NAME, "2016-01-01", parameters)
-    assert not store.already_committed(store_url, NAME, "2016-01-02", parameters)
+    assert committed(store_url, NAME, "2016-01-01", parameters)
+    assert not committed(store_url, NAME, "2016-01-02", parameters)
     with pytest.raises(icechunk.SnapshotNotFoundError):
         store.rollback(store_url, NAME, "0000000000000000000A")
 
@@ -318,7 +323,7 @@ def test_round_trip_on_the_real_s3_server(seaweedfs):
     store.tag_release(url, NAME, "v1", storage_options=options)
     assert_holds_exactly(open_cube(f"{url}/{NAME}", storage_options=options), {0, 7, 8})
     assert_holds_exactly(open_cube(f"{url}/{NAME}", version="v1", storage_options=options), {0, 7, 8})
-    assert store.already_committed(
+    assert committed(
         url, NAME, "2016-01", store.hash_parameters({"method": "hybrid"}), storage_options=options
     )
     assert seaweedfs.filesystem().find(f"{url}/{NAME}/chunks")  # the data went to the bucket

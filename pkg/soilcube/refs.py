@@ -85,6 +85,12 @@ class RefsReport:
         """'<product>/<file name>' → reason, for every granule that cannot be read."""
         return {f"{p}/{name}": reason for p, r in self.products.items() for name, reason in r.failed.items()}
 
+    @property
+    def newly_failed(self) -> dict[str, str]:
+        """`failed`, less the granules an earlier run had already found unreadable (unchanged since)."""
+        return {f"{p}/{name}": reason for p, r in self.products.items() for name, reason in r.failed.items()
+                if name not in r.reused}
+
     def rows(self) -> list[dict]:
         return [r.row() for r in self.products.values()]
 
@@ -180,9 +186,10 @@ def granule_urls(
 
 def unreadable_granules(product: str, urls: list[str], storage_options: dict | None = None) -> dict[str, str]:
     """URL → reason for each of `urls` that is missing or whose data cannot be read: every array of the
-    granule is read whole through its references (a header can be fine while a data block is corrupt).
+    granule is read whole through its references (a header can be fine while a data block is corrupt), so
+    a granule with any unreadable array counts as unreadable.
 
-    A network or server error (an OSError other than a missing file) is raised, not blamed on the file."""
+    A network or server error (`transient`) is raised, not blamed on the file."""
     persisted = PersistedReferences(reader(product), urls, storage_options)
     bad = {}
     for url in urls:
@@ -191,13 +198,30 @@ def unreadable_granules(product: str, urls: list[str], storage_options: dict | N
             read_every_array(granule.refs, storage_options)
         except GranuleError as e:
             bad[url] = e.reason
-        except FileNotFoundError:
-            bad[url] = "file does not exist"
-        except OSError:
-            raise
-        except Exception as e:  # a codec, a size or a format error: the file's bytes are bad
-            bad[url] = f"unreadable data ({type(e).__name__}: {e})"
+        except Exception as e:
+            if transient(e):
+                raise
+            if any(isinstance(cause, FileNotFoundError) for cause in _causes(e)):
+                bad[url] = "file does not exist"
+            else:  # a codec, a size or a format error: the file's bytes are bad
+                bad[url] = f"unreadable data ({type(e).__name__}: {e})"
     return bad
+
+
+def transient(error: BaseException) -> bool:
+    """Whether an error comes from the network or the server rather than from a file's bytes: an OSError
+    other than a missing file anywhere in its chain (fsspec's reference filesystem wraps what the store
+    raised in a RuntimeError)."""
+    return any(isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError)
+               for cause in _causes(error))
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and the errors it was raised from or while handling, innermost last."""
+    chain = [error]
+    while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and cause not in chain:
+        chain.append(cause)
+    return chain
 
 
 def reject_granules(archive_url: str, product: str, reasons: dict[str, str],
@@ -392,8 +416,8 @@ class PersistedReferences:
 
     def granules(self, urls: list[str]) -> list[Granule]:
         """Granules with references: persisted ones where unchanged, made on the fly otherwise."""
-        paths = {url: f"{self.archives[url].refs_dir(self.reader.product)}/{row['refs']}"
-                 for url, row in self.rows.items() if row["status"] == "ok"}
+        paths = {url: f"{self.archives[url].refs_dir(self.reader.product)}/{self.rows[url]['refs']}"
+                 for url in urls if url in self.rows and self.rows[url]["status"] == "ok"}
         # one concurrent fetch: the URLs of one call share a filesystem
         loaded = next(iter(self.archives.values())).load_json(list(paths.values())) if paths else {}
         stored = {url: loaded[path] for url, path in paths.items()}

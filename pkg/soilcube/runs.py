@@ -188,7 +188,7 @@ def _viirs(settings: Settings, days: list[date], window: Window) -> tuple[xr.Dat
     """Day and night LST (days and the day after, for the PM pairing) and the LAI class on `window`."""
     lst_urls, lai_urls = input_urls(settings, "viirs_lst", days), input_urls(settings, "viirs_lai", days)
     if not lst_urls or not lai_urls:
-        raise RuntimeError(f"no VIIRS LST/LAI granules for {min(days)} … {max(days)} in {settings.archive}")
+        raise MissingInputs(f"no VIIRS LST/LAI granules for {min(days)} … {max(days)} in {settings.archive}")
     lst = open_granules(
         "viirs_lst", lst_urls, settings.storage_options, window=window, variables=["LST_1KM"]
     )["LST_1KM"]
@@ -327,6 +327,10 @@ def model_version(settings: Settings) -> tuple[xr.Dataset, str]:
     return open_cube(url, version=snapshot, storage_options=settings.storage_options).load(), snapshot
 
 
+class MissingInputs(RuntimeError):
+    """Days without any granule of a product the run needs: nothing to look for in the granules."""
+
+
 class QCError(RuntimeError):
     """An NRT run whose products fail the QC gate: nothing was committed."""
 
@@ -350,15 +354,24 @@ def downscale_days(
     (`status="nrt"`) pass the QC gate of `settings.nrt_qc` first, or raise QCError having written nothing.
     """
     days = sorted(days)
+    model = model_version(settings)  # outside the try: a missing model is no granule's fault
     try:
-        return _downscale_days(settings, days, status, key, rejected={})
-    except QCError:
+        staged = _stage_days(settings, days, status, key, model, rejected={})
+    except (QCError, MissingInputs):
         raise
-    except Exception:
-        rejected = _reject_unreadable(settings, days)
+    except Exception as error:
+        if refs.transient(error):  # the network or the server: the next run retries
+            raise
+        try:
+            rejected = _reject_unreadable(settings, days)
+        except Exception as checking:
+            error.add_note(f"looking for the granule behind it failed too: {checking!r}")
+            raise error from None
         if not rejected:
             raise
-        return _downscale_days(settings, days, status, key, rejected)
+        staged = _stage_days(settings, days, status, key, model, rejected)
+    # committed only when both are staged; a conflict with a concurrent run here commits nothing of it
+    return {name: staged_slices.commit() for name, staged_slices in staged.items()}
 
 
 def _reject_unreadable(settings: Settings, days: list[date]) -> dict[str, str]:
@@ -376,11 +389,12 @@ def _reject_unreadable(settings: Settings, days: list[date]) -> dict[str, str]:
     return rejected
 
 
-def _downscale_days(
-    settings: Settings, days: list[date], status: str, key: str | None, rejected: dict[str, str]
-) -> dict[str, str]:
+def _stage_days(
+    settings: Settings, days: list[date], status: str, key: str | None, model: tuple[xr.Dataset, str],
+    rejected: dict[str, str],
+) -> dict[str, store.StagedSlices]:
     area = region(settings.region)
-    model, version = model_version(settings)
+    model, version = model
     smap, smap_inputs = smap_9km(settings, days, area)
     products = {
         name: downscale_window(settings, days, grid, model, smap, area)
@@ -411,7 +425,7 @@ def _downscale_days(
             message=f"{name}: {days[0]} … {days[-1]} ({status})",
             storage_options=settings.storage_options,
         )
-    return {name: staged_slices.commit() for name, staged_slices in staged.items()}
+    return staged
 
 
 def month_days(year: int, month: int, start: date | None = None, end: date | None = None) -> list[date]:
@@ -429,20 +443,38 @@ def month_key(days: list[date]) -> str:
 def month_committed(
     settings: Settings, year: int, month: int, start: date | None = None, end: date | None = None
 ) -> bool:
-    """Whether both downscaled cubes hold these days of the month, made with the current model and
-    parameters and not rewritten since (`store.already_committed`: a rolled-back run, a later run with
-    another model or an NRT run over its days make it count as not done)."""
+    """Whether both downscaled cubes hold these days of the month as made with the current model and
+    parameters, and nothing since asks for them again: the unit's newest run (`store.unit_run`: not
+    rolled back, not rewritten by a later run) has the current parameters, and no granule it rejected has
+    been referenced anew (a file replaced since)."""
     try:
         parameters_hash = store.hash_parameters(_parameters(settings, model_snapshot(settings)))
-        key = month_key(month_days(year, month, start, end))
-        return all(
-            store.already_committed(
-                settings.store, name, key, parameters_hash, storage_options=settings.storage_options
-            )
-            for name in DOWNSCALED_CUBES
-        )
     except FileNotFoundError:
         return False
+    key = month_key(month_days(year, month, start, end))
+    for name in DOWNSCALED_CUBES:
+        try:
+            run = store.unit_run(settings.store, name, key, storage_options=settings.storage_options)
+        except FileNotFoundError:
+            return False
+        if run is None or run.metadata.get("parameters_hash") != parameters_hash:
+            return False
+        if _readable_again(settings, run.metadata["provenance"].get("rejected", {})):
+            return False
+    return True
+
+
+def _readable_again(settings: Settings, rejected: dict[str, str]) -> bool:
+    """Whether any of the granules a run rejected ('<product>/<file name>') is referenced as good now."""
+    by_product: dict[str, set[str]] = {}
+    for entry in rejected:
+        product, name = entry.split("/", 1)
+        by_product.setdefault(product, set()).add(name)
+    for product, names in by_product.items():
+        index = refs.read_index(settings.archive, product, settings.storage_options)
+        if (index["name"].isin(names) & (index["status"] == "ok")).any():
+            return True
+    return False
 
 
 def backfill_month(
@@ -503,11 +535,8 @@ def nrt(settings: Settings, run_date: date, *, latency_days: int = 3) -> dict[st
     trailing days as 'nrt' slices in one commit per cube. Days the cubes already hold as 'final' (a
     backfill reached them) are left as they are; {} when no day is left."""
     report = refs.build_references(settings.archive, storage_options=settings.storage_options, progress=False)
-    for product, product_report in report.products.items():
-        for name, reason in product_report.failed.items():
-            if name not in product_report.reused:  # found by this run
-                log.warning("%s/%s: %s; not referenced, the slices that need it stay empty",
-                            product, name, reason)
+    for name, reason in report.newly_failed.items():
+        log.warning("%s: %s; not referenced, the slices that need it stay empty", name, reason)
     days = nrt_days_to_make(settings, run_date, latency_days)
     if not days:
         return {}
@@ -528,7 +557,8 @@ def final_days(settings: Settings, days: list[date]) -> set[date]:
         if not store.cube_exists(settings.store, name, storage_options=settings.storage_options):
             return set()
         cube = open_cube(store.cube_url(settings.store, name), storage_options=settings.storage_options)
-        status = cube["status"].sel(time=[np.datetime64(d, "ns") for d in days]).values
+        # a day outside the cube's time axis is not final (the write then says why it cannot be made)
+        status = cube["status"].reindex(time=[np.datetime64(d, "ns") for d in days], fill_value=0).values
         final &= {d for d, code in zip(days, status, strict=True) if code == store.STATUS_CODES["final"]}
     return final
 

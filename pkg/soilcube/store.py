@@ -11,7 +11,7 @@ Its life cycle:
    the cube exactly as it was (the orphaned chunk objects are removed by `expire` once a day old).
    `stage_slices` does the writes and leaves the commit to the caller, so that a run writing several
    cubes commits none before all are written.
-3. `tag_release`, `rollback`, `history`, `already_committed` and `expire` manage the versions.
+3. `tag_release`, `rollback`, `history`, `unit_run` and `expire` manage the versions.
 
 Layout (Zarr v3 sharding, see `CubeLayout`): dims (time, [extra dims such as overpass], y, x).
 
@@ -348,7 +348,7 @@ def stage_slices(
     `dataset` holds some of the cube's data variables on exactly the cube's grid (same x, y and extra-dim
     labels) at times that the template holds, in any order and with gaps. `provenance` (input granules
     and versions, `parameters`, strategy…) goes into the commit metadata together with the code version,
-    `key` (the unit of work, e.g. '2016-03', for `already_committed`) and the hash of
+    `key` (the unit of work, e.g. '2016-03', for `unit_run`) and the hash of
     `provenance['parameters']`. `status` ('nrt' or 'final') marks the slices of cubes that track it.
     Dask-backed datasets are computed by the current scheduler (a distributed Client if one is active).
     """
@@ -542,22 +542,19 @@ def hash_parameters(parameters: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def already_committed(
-    store_url: str, name: str, key: str, parameters_hash: str, *, storage_options: Mapping | None = None
-) -> bool:
-    """Whether the cube holds unit `key` as made with the parameters hashed to `parameters_hash`: the newest
-    run of `key` on the main branch has that hash, and no later run wrote a time step inside its span (an
-    NRT run over its days, a run of another unit). Rolled-back runs are off the branch and do not count.
-    """
+def unit_run(store_url: str, name: str, key: str, *, storage_options: Mapping | None = None) -> Commit | None:
+    """The newest run of unit `key` on the main branch, unless a later run wrote a time step inside its span
+    (an NRT run over its days, a run of another unit): None then, or without a run. Rolled-back runs are
+    off the branch and do not count."""
     later: list[dict] = []
     for commit in committed_runs(store_url, name, storage_options=storage_options):  # newest first
         meta = commit.metadata
         if meta.get("key") == key:
             overwritten = any(m["time_start"] <= meta["time_end"] and meta["time_start"] <= m["time_end"]
                               for m in later)
-            return meta.get("parameters_hash") == parameters_hash and not overwritten
+            return None if overwritten else commit
         later.append(meta)
-    return False
+    return None
 
 
 def tag_release(

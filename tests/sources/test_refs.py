@@ -1,11 +1,13 @@
 """Persisted references (soilcube.refs): incremental updates, unreadable granules reported and skipped, the
 index written last, combined sets (JSON and parquet) reused by the readers."""
 
+import json
 import os
 import shutil
 import time
 
 import fsspec
+import fsspec.implementations.local
 import h5py
 import netCDF4
 import numpy as np
@@ -218,3 +220,31 @@ def test_real_gldas_persisted_references(real_data, archive_root):
         with netCDF4.Dataset(path) as nc:
             expected = nc["SoilMoi0_10cm_inst"][0].filled(np.nan)
             np.testing.assert_array_equal(ds["SoilMoi0_10cm_inst"][k].values, expected)
+
+
+def test_unreadable_granules_blames_bad_bytes_and_missing_files_not_the_network(tmp_path, monkeypatch):
+    root = tmp_path.as_uri()
+    urls = write_granules(root, None, "smap_l4", 3)
+    build_references(root, ["smap_l4"], progress=False)
+    assert refs.unreadable_granules("smap_l4", urls) == {}
+    rotten, gone = (tmp_path / "smap_l4" / url.rsplit("/", 1)[1] for url in urls[:2])
+    chunks = [v for v in json.loads((tmp_path / "refs" / "smap_l4" / "granules" / f"{rotten.name}.json")
+                                    .read_text())["refs"].values() if isinstance(v, list) and len(v) == 3]
+    stat = rotten.stat()
+    with rotten.open("r+b") as f:  # every data block overwritten, size and time kept (bit rot)
+        for _, offset, length in chunks:
+            f.seek(offset)
+            f.write(b"\xff" * length)
+    os.utime(rotten, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    gone.unlink()
+    bad = refs.unreadable_granules("smap_l4", urls)
+    assert set(bad) == {urls[0], urls[1]}
+    assert bad[urls[0]].startswith("unreadable data") and bad[urls[1]] == "file does not exist"
+
+    def connection_reset(*args, **kwargs):
+        raise ConnectionResetError("connection reset by peer")
+
+    monkeypatch.setattr(fsspec.implementations.local.LocalFileSystem, "cat_file", connection_reset)
+    with pytest.raises(Exception, match="reset|failed to fetch") as raised:
+        refs.unreadable_granules("smap_l4", urls[2:])
+    assert refs.transient(raised.value)
