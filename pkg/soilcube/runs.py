@@ -379,8 +379,7 @@ def _reject_unreadable(settings: Settings, days: list[date]) -> dict[str, str]:
     read them as missing) and warn; '<product>/<file name>' → reason."""
     rejected = {}
     for product in INPUT_SPANS:
-        urls = input_urls(settings, product, days)
-        bad = refs.unreadable_granules(product, urls, settings.storage_options) if urls else {}
+        bad = refs.unreadable_granules(product, input_urls(settings, product, days), settings.storage_options)
         if bad:
             refs.reject_granules(settings.archive, product, bad, settings.storage_options)
         for url, reason in bad.items():

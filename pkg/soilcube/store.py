@@ -262,20 +262,18 @@ def create_cube(
     `exist_ok` is kept as it is (None is returned), also when a concurrent run creates it first.
     """
     _check_cube_name(name)
-    if exist_ok and cube_exists(store_url, name, storage_options=storage_options):
-        return None
+    url = cube_url(store_url, name)
+    if cube_exists(store_url, name, storage_options=storage_options):
+        if exist_ok:
+            return None
+        raise FileExistsError(f"a cube already exists at {url}")
     template, encoding = cube_template(
         window, times, variables=variables, extra_dims=extra_dims, layout=layout,
         attrs={"cube": name, **(attrs or {})}, variable_attrs=variable_attrs, status=status,
     )
-    url = cube_url(store_url, name)
     try:
         repo = open_repository(url, storage_options, create=True)
-    except FileExistsError:
-        if cube_exists(store_url, name, storage_options=storage_options):
-            if exist_ok:
-                return None
-            raise
+    except FileExistsError:  # the repository without its template
         repo = open_repository(url, storage_options)
     session = repo.writable_session(BRANCH)
     # compute=False writes metadata and the in-memory coordinates only: no data chunk exists until written
@@ -290,7 +288,7 @@ def create_cube(
     try:
         return session.commit(f"create {name} template", metadata=metadata)
     except icechunk.ConflictError:
-        if exist_ok and cube_exists(store_url, name, storage_options=storage_options):
+        if exist_ok:
             return None  # a concurrent run committed the template first
         raise
 
