@@ -91,16 +91,21 @@ def test_validation_report_scores_every_product_on_common_samples(downscaled, pr
         truth_url=(pristine_archive / "truth.zarr").as_uri(),
         insitu_dir=pristine_archive / "ismn",
     )
-    assert list(scores) == ["smap_9km", "visir_1km_additive", "visir_1km_hybrid", "visir_400m"]
-    one_km = [scores[k]["n"] for k in ("smap_9km", "visir_1km_additive", "visir_1km_hybrid")]
-    assert len(set(one_km)) == 1 and one_km[0] > 1000
+    one_km, four_hundred_m = ("smap_9km", "visir_1km_additive", "visir_1km_hybrid"), (
+        "smap_9km_400m", "visir_400m_additive", "visir_400m")
+    assert list(scores) == [*one_km, *four_hundred_m]
+    for group in (one_km, four_hundred_m):
+        counts = {scores[k]["n"] for k in group}
+        assert len(counts) == 1 and counts.pop() > 1000
     for key, values in scores.items():
         # Six days with partial SMAP coverage leave < 10 samples per pixel: no temporal score is made up.
         assert values["ubRMSE"] is None and values["R"] is None, key
         assert 0 < values["SSD"] < 0.2, key
     # Blocky 9 km field: no jumps inside cells, so its index is undefined (None), not a number.
-    assert scores["smap_9km"]["artifact_index"] is None
-    assert scores["visir_1km_hybrid"]["artifact_index"] > 1
+    for key in ("smap_9km", "smap_9km_400m"):
+        assert scores[key]["artifact_index"] is None, key
+    for key in ("visir_1km_hybrid", "visir_400m_additive", "visir_400m"):
+        assert scores[key]["artifact_index"] > 1, key
     report = (tmp_path / "report.md").read_text()
     assert "visir_1km_hybrid" in report and (tmp_path / "maps.png").stat().st_size > 10_000
     assert list(tmp_path.glob("in_situ*.csv"))

@@ -189,3 +189,16 @@ def test_map_sets_get_figures_of_their_own_and_scatter_wraps(tmp_path):
     assert "### Maps, 1 km 3-hourly" in report
     two_rows = imread(tmp_path / "scatter_density.png")
     assert two_rows.shape[0] > 1.5 * imread(tmp_path / "maps_1_km_3_hourly.png").shape[0]
+
+
+def test_maps_wrap_into_rows_of_four(tmp_path):
+    """The daily groups share maps.png: truth and three products at 1 km, then at 400 m (8 panels)."""
+    truth, _ = _truth_and_products()
+    one_row = {f"map {k}": truth.isel(time=0) + 0.01 * k for k in range(4)}
+    two_rows = one_row | {f"map {k}": truth.isel(time=1) + 0.01 * k for k in range(4, 8)}
+    heights = {}
+    for name, maps in (("one", one_row), ("two", two_rows)):
+        write_report({}, tmp_path / name, figures=Figures(maps=maps))
+        heights[name], width = imread(tmp_path / name / "maps.png").shape[:2]
+        assert width > 2.5 * heights[name] / (1 if name == "one" else 2), name
+    assert heights["two"] > 1.7 * heights["one"]

@@ -4,7 +4,8 @@ and in-situ stations, and write the report (Markdown, CSV tables, PNG figures, J
 Products, by the truth field they are scored on (each item is one *scoring group*):
 
 - 1 km daily AM/PM: smap_9km, visir_1km_additive, visir_1km_hybrid (cube `downscaled_1km`), truth `M01`;
-- 400 m daily AM/PM: visir_400m (`downscaled_400m`), truth `M400`;
+- 400 m daily AM/PM: smap_9km_400m, visir_400m_additive, visir_400m (hybrid) (cube `downscaled_400m`), truth
+  `M400`;
 - 1 km 3-hourly: smap_l4_bicubic (the archive's SMAP L4 9 km `sm_surface`, MATLAB bicubic ×9) and
   fused_3h (`fused_1km_3h`), truth `M01_3h` (the truth.zarr groups);
 - 1 km daily means: fused_daily (UTC-day means of the `fused_1km_3h` scenes), daily means of `M01_3h`.
@@ -51,7 +52,11 @@ GRIDDED_PRODUCTS = {
         "visir_1km_additive": ("downscaled_1km", "sm_additive"),
         "visir_1km_hybrid": ("downscaled_1km", "sm"),
     },
-    "M400": {"visir_400m": ("downscaled_400m", "sm")},
+    "M400": {
+        "smap_9km_400m": ("downscaled_400m", "smap_9km"),
+        "visir_400m_additive": ("downscaled_400m", "sm_additive"),
+        "visir_400m": ("downscaled_400m", "sm"),
+    },
 }
 SMAP_L4_VARIABLE = "sm_surface"
 SCENES_PER_DAY = 8  # SMAP L4 and the fused cube: 01:30, 04:30 … 22:30 UTC

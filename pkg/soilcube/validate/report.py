@@ -17,11 +17,15 @@ import xarray as xr
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
+# The architecture's product keys, plus the 400 m group's SMAP 9 km (nearest cell) and additive correction:
+# scored beside `visir_400m` (the hybrid), so that 400 m compares with SMAP 9 km as 1 km does.
 PRODUCT_KEYS = (
     "smap_9km",
     "smap_l4_bicubic",
     "visir_1km_additive",
     "visir_1km_hybrid",
+    "smap_9km_400m",
+    "visir_400m_additive",
     "visir_400m",
     "fused_3h",
     "fused_daily",
@@ -29,7 +33,7 @@ PRODUCT_KEYS = (
 SCORE_KEYS = ("R", "R2", "bias", "RMSE", "ubRMSE", "MAE", "SSD", "SSD_ref", "KGE", "n", "artifact_index")
 COMPARISONS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 MAX_SERIES_CELLS = 4
-MAX_SCATTER_COLUMNS = 4
+MAX_PANEL_COLUMNS = 4  # scatter and map panels wrap into rows of this many
 
 
 @dataclass
@@ -53,7 +57,8 @@ class Figures:
 
 
 def scores_json(scores: dict) -> dict[str, dict[str, float | int | None]]:
-    """``{product: {metric: value}}`` with the architecture's product and metric keys.
+    """``{product: {metric: value}}`` with the product keys of ``PRODUCT_KEYS`` and the architecture's metric
+    keys.
 
     ``scores`` maps product keys to 0-d ``metrics.score`` Datasets (optionally with an ``artifact_index``
     variable) or to ``{metric: value}`` dicts. Metrics outside ``SCORE_KEYS`` are left out, ``n`` is an int,
@@ -180,14 +185,21 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def _draw_scatter(pairs: dict[str, tuple[xr.DataArray, xr.DataArray]], path: Path) -> Path:
-    ncols = min(len(pairs), MAX_SCATTER_COLUMNS)
-    nrows = -(-len(pairs) // ncols)
-    figure = Figure(figsize=(4 * ncols, 4 * nrows), layout="constrained")
+def _panels(n: int, size: float, extra_width: float = 0.0) -> tuple[Figure, list]:
+    """A figure of `n` square panels of `size` inches, in rows of at most `MAX_PANEL_COLUMNS`; the axes in
+    reading order (the unused ones of the last row switched off)."""
+    ncols = min(n, MAX_PANEL_COLUMNS)
+    nrows = -(-n // ncols)
+    figure = Figure(figsize=(size * ncols + extra_width, size * nrows), layout="constrained")
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[len(pairs) :]:
+    for ax in axes[n:]:
         ax.set_axis_off()
-    for ax, (product, (values, reference)) in zip(axes, pairs.items(), strict=False):
+    return figure, list(axes[:n])
+
+
+def _draw_scatter(pairs: dict[str, tuple[xr.DataArray, xr.DataArray]], path: Path) -> Path:
+    figure, axes = _panels(len(pairs), 4.0)
+    for ax, (product, (values, reference)) in zip(axes, pairs.items(), strict=True):
         values, reference = xr.align(values, reference, join="inner")
         x, y = np.ravel(reference.values), np.ravel(values.values)
         valid = np.isfinite(x) & np.isfinite(y)
@@ -218,14 +230,13 @@ def _draw_timeseries(product: str, matchups: xr.Dataset, path: Path) -> Path:
 def _draw_maps(fields: dict[str, xr.DataArray], path: Path) -> Path:
     reference = next(iter(fields.values()))
     vmin, vmax = np.nanpercentile(reference.values, [2, 98])
-    figure = Figure(figsize=(3.6 * len(fields) + 0.8, 3.6), layout="constrained")
-    axes = figure.subplots(1, len(fields), squeeze=False)[0]
+    figure, axes = _panels(len(fields), 3.6, extra_width=0.8)
     for ax, (name, values) in zip(axes, fields.items(), strict=True):
         image = ax.imshow(
             values.transpose("y", "x").values, vmin=vmin, vmax=vmax, cmap="YlGnBu", interpolation="nearest"
         )
         ax.set(title=name, xticks=[], yticks=[])
-    figure.colorbar(image, ax=list(axes), label="soil moisture (m³/m³)", shrink=0.8)
+    figure.colorbar(image, ax=axes, label="soil moisture (m³/m³)", shrink=0.8)
     return _save(figure, path)
 
 
