@@ -8,13 +8,19 @@ Layout, for each product key (archive layout `<archive>/<product>/<file name>`):
     <archive>/refs/<product>/combined-<digest>.parq/     products whose granules share one layout (SMAP L4,
                                                           GLDAS, LTDR); parquet once it is large
     <archive>/refs/<product>/index.csv                   the granule index, one row per granule
+    <archive>/refs/<product>/rejected/<file name>.<digest>.json
+                                                          a version of a granule (the digest of its size,
+                                                          ETag and time) that a run found unreadable
 
 The index is written last and is what readers trust: a run that dies half-way leaves the previous index
 pointing at previous, complete objects. A combined set is named by a digest of its granules and is reused
 only when the previous index names it, so a half-written one is never trusted. A granule is re-referenced
 when its size, ETag or modification time differ from the index. Objects no index names are deleted once a
 day old, not before: two builds may run at once (the NRT run's, one by hand), and the one that writes its
-index first must not delete what the other's index will name.
+index first must not delete what the other's index will name. A run that finds a granule's data unreadable
+records that in an object of its own rather than in the index, for the version of the file it checked, so
+a build writing the index at the same time cannot lose it; `read_index` reads a rejection into the row of
+that version (a newer version of the file is referenced anew).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from soilcube.sources.registry import READERS, reader
 
 REFS_DIR = "refs"
 INDEX_NAME = "index.csv"
+REJECTED_DIR = "rejected"
 INDEX_COLUMNS = (
     "name", "url", "time", "size", "etag", "mtime", "version", "status", "reason", "refs", "combined",
 )
@@ -103,8 +110,20 @@ def signature(info: dict) -> dict[str, str]:
             "mtime": mtime.isoformat() if hasattr(mtime, "isoformat") else str(mtime)}
 
 
+SIGNATURE_KEYS = ("size", "etag", "mtime")
+
+
 def _unchanged(row: dict, info: dict) -> bool:
-    return all(row[k] == v for k, v in signature(info).items())
+    return _same_version(row, signature(info))
+
+
+def _same_version(row: dict, other: dict) -> bool:
+    return all(row[k] == other[k] for k in SIGNATURE_KEYS)
+
+
+def _rejected_version(row: dict, rejection: dict) -> bool:
+    """Whether a rejection record covers the version of the file that index `row` describes."""
+    return any(_same_version(row, version) for version in rejection["versions"])
 
 
 class Archive:
@@ -132,14 +151,52 @@ class Archive:
         return {info["name"].rsplit("/", 1)[-1]: info for info in infos if info["type"] == "file"}
 
     def read_index(self, product: str) -> dict[str, dict]:
-        """File name → index row (all values text), empty if the product was never referenced."""
+        """File name → index row (all values text), empty if the product was never referenced; a granule
+        rejected in the version of the file that its row describes reads as failed, with the reason."""
         path = f"{self.refs_dir(product)}/{INDEX_NAME}"
         try:
             data = self.fs.cat_file(path)
         except FileNotFoundError:
             return {}
         table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
-        return {row["name"]: row for row in table.to_dict("records")}
+        rows = {row["name"]: row for row in table.to_dict("records")}
+        for rejection in self.rejections(product).values():
+            row = rows.get(rejection["name"])
+            if row is not None and _rejected_version(row, rejection):
+                row.update(status="failed", reason=rejection["reason"], refs="", combined="")
+        return rows
+
+    def rejections(self, product: str) -> dict[str, dict]:
+        """Path → rejection record (name, the signatures of the versions it covers, reason). A record that
+        a concurrent build deletes between listing and reading (a stale one) is left out."""
+        folder = f"{self.refs_dir(product)}/{REJECTED_DIR}"
+        self.fs.invalidate_cache(folder)
+        try:
+            # records only: not a local write's partial file, nor an emptied folder that an S3 server lists
+            paths = sorted(info["name"] for info in self.fs.ls(folder, detail=True)
+                           if info["type"] == "file" and info["name"].endswith(".json"))
+        except FileNotFoundError:
+            return {}
+        found = self.fs.cat(paths, on_error="return") if paths else {}
+        records = {}
+        for path, data in found.items():
+            if isinstance(data, FileNotFoundError):
+                continue
+            if isinstance(data, Exception):
+                raise data
+            try:
+                records[path] = json.loads(data)
+            except ValueError as e:
+                raise ValueError(f"{path}: not a rejection record ({e}); delete it and run again") from None
+        return records
+
+    def write_rejection(self, product: str, name: str, unreadable: Unreadable) -> None:
+        """Record that a granule is unreadable in the versions `unreadable` covers (an object of its own per
+        version checked)."""
+        checked = unreadable.versions[0]
+        digest = hashlib.sha1(" ".join(checked[k] for k in SIGNATURE_KEYS).encode()).hexdigest()[:12]
+        record = {"name": name, "versions": list(unreadable.versions), "reason": unreadable.reason}
+        self.put(f"{self.refs_dir(product)}/{REJECTED_DIR}/{name}.{digest}.json", json.dumps(record).encode())
 
     def write_index(self, product: str, rows: dict[str, dict]) -> None:
         """Replace the product's index with `rows` (file name → row), in one atomic write."""
@@ -184,10 +241,22 @@ def granule_urls(
     return ok["url"].tolist()
 
 
-def unreadable_granules(product: str, urls: list[str], storage_options: dict | None = None) -> dict[str, str]:
-    """URL → reason for each of `urls` that is missing or whose data cannot be read: every array of the
-    granule is read whole through its references (a header can be fine while a data block is corrupt), so
-    a granule with any unreadable array counts as unreadable.
+@dataclass(frozen=True)
+class Unreadable:
+    """A granule found missing or unreadable: why, and the versions of the file (`signature`s) the verdict
+    covers: the one checked (the file listed, or for a vanished file the one the index describes) and the
+    one the index described then, if it differs (the file changed since it was referenced: runs still read
+    the URL from that row). Empty when the file is neither listed nor indexed."""
+
+    reason: str
+    versions: tuple[dict[str, str], ...]
+
+
+def unreadable_granules(product: str, urls: list[str],
+                        storage_options: dict | None = None) -> dict[str, Unreadable]:
+    """URL → `Unreadable` for each of `urls` that is missing or whose data cannot be read: every array of
+    the granule is read whole through its references (a header can be fine while a data block is corrupt),
+    so a granule with any unreadable array counts as unreadable.
 
     A network or server error (`transient`) is raised, not blamed on the file."""
     persisted = PersistedReferences(reader(product), urls, storage_options)
@@ -205,7 +274,7 @@ def unreadable_granules(product: str, urls: list[str], storage_options: dict | N
                 bad[url] = "file does not exist"
             else:  # a codec, a size or a format error: the file's bytes are bad
                 bad[url] = f"unreadable data ({type(e).__name__}: {e})"
-    return bad
+    return {url: Unreadable(reason, persisted.versions(url)) for url, reason in bad.items()}
 
 
 def transient(error: BaseException) -> bool:
@@ -224,16 +293,16 @@ def _causes(error: BaseException) -> list[BaseException]:
     return chain
 
 
-def reject_granules(archive_url: str, product: str, reasons: dict[str, str],
+def reject_granules(archive_url: str, product: str, bad: dict[str, Unreadable],
                     storage_options: dict | None = None) -> None:
-    """Mark granules (URL → reason) failed in the product's index, so runs read them as missing. They stay
-    failed until the file changes (a new size, ETag or time): `build_references` then references it anew."""
+    """Mark the checked versions of granules (URL → `Unreadable`, from `unreadable_granules`) failed, so
+    runs read them as missing: a rejection record per version. They stay failed until the file changes (a
+    new size, ETag or time): `build_references` then references it anew. The index itself is not
+    rewritten, so a build running meanwhile loses neither its rows nor the rejection."""
     archive = Archive(archive_url, storage_options)
-    rows = archive.read_index(product)
-    for row in rows.values():
-        if row["url"] in reasons:
-            row.update(status="failed", reason=reasons[row["url"]])
-    archive.write_index(product, rows)
+    for url, unreadable in bad.items():
+        if unreadable.versions:  # (a file neither listed nor indexed: no run reads it)
+            archive.write_rejection(product, url.rsplit("/", 1)[-1], unreadable)
 
 
 def build_references(archive_url: str, products: list[str] | None = None, storage_options: dict | None = None,
@@ -248,7 +317,7 @@ def build_references(archive_url: str, products: list[str] | None = None, storag
 
 
 def _update_product(archive: Archive, reader: Reader, progress: bool) -> ProductReport:
-    product, refs_dir = reader.product, archive.refs_dir(reader.product)
+    product = reader.product
     listing = archive.list_granules(product)
     previous = archive.read_index(product)
     report = ProductReport(product, granules=len(listing), removed=sorted(set(previous) - set(listing)))
@@ -274,7 +343,7 @@ def _update_product(archive: Archive, reader: Reader, progress: bool) -> Product
         report.combined = _combine(archive, reader, rows, fresh, {r["combined"] for r in previous.values()})
     archive.write_index(product, rows)
     report.failed = {name: row["reason"] for name, row in rows.items() if row["status"] != "ok"}
-    _remove_unindexed(archive, refs_dir, rows)
+    _remove_unindexed(archive, product, rows)
     return report
 
 
@@ -339,23 +408,31 @@ def _combine(archive: Archive, reader: Reader, rows: dict[str, dict], fresh: dic
     return archive.refs_url(reader.product, name)
 
 
-def _remove_unindexed(archive: Archive, refs_dir: str, rows: dict[str, dict]) -> None:
+def _remove_unindexed(archive: Archive, product: str, rows: dict[str, dict]) -> None:
     """After the index is written: delete reference objects it does not name (removed or failed granules,
-    superseded combined sets, leftovers of interrupted runs) once they are `UNINDEXED_GRACE_S` old. A
-    younger one may belong to a build running at the same time (the NRT run's, a `soilcube refs` by hand)
-    whose index, written after this one, names it."""
-    fs = archive.fs
+    superseded combined sets, rejections of versions of files it no longer holds, leftovers of interrupted
+    runs) once they are `UNINDEXED_GRACE_S` old. A younger one may belong to a build running at the same
+    time (the NRT run's, a `soilcube refs` by hand) whose index, written after this one, names it."""
+    fs, refs_dir = archive.fs, archive.refs_dir(product)
     fs.invalidate_cache(refs_dir)
     keep = {f"{refs_dir}/{row['refs']}" for row in rows.values() if row["refs"]}
     keep |= {f"{refs_dir}/{row['combined']}" for row in rows.values() if row["combined"]}
-    keep |= {f"{refs_dir}/{INDEX_NAME}", f"{refs_dir}/granules"}
+    keep |= {path for path, rejection in archive.rejections(product).items()
+             if rejection["name"] in rows and _rejected_version(rows[rejection["name"]], rejection)}
+    folders = [f"{refs_dir}/granules", f"{refs_dir}/{REJECTED_DIR}"]
+    keep |= {f"{refs_dir}/{INDEX_NAME}", *folders}
     unindexed = [info for info in fs.ls(refs_dir, detail=True) if info["name"].rstrip("/") not in keep]
-    if fs.exists(f"{refs_dir}/granules"):
-        unindexed += [info for info in fs.ls(f"{refs_dir}/granules", detail=True) if info["name"] not in keep]
+    for folder in folders:
+        fs.invalidate_cache(folder)  # fresh write times: an object written since the listings above is young
+        if fs.exists(folder):
+            unindexed += [info for info in fs.ls(folder, detail=True) if info["name"] not in keep]
     now = time.time()
     for info in unindexed:
         if now - _newest_write(fs, info) >= UNINDEXED_GRACE_S:
-            fs.rm(info["name"], recursive=True)
+            try:
+                fs.rm(info["name"], recursive=True)
+            except FileNotFoundError:  # a concurrent build deleted it first
+                pass
 
 
 def _newest_write(fs, info: dict) -> float:
@@ -381,6 +458,8 @@ class PersistedReferences:
         self.names: dict[str, granules.GranuleName] = {}
         self.present: set[str] = set()
         self.rows: dict[str, dict] = {}  # url → index row of an unchanged granule
+        self.listed: dict[str, dict] = {}  # url → signature of the file listed
+        self.indexed: dict[str, dict] = {}  # url → signature of its index row
         self.archives: dict[str, Archive] = {}  # url → its archive
         for url in urls:
             try:
@@ -395,10 +474,18 @@ class PersistedReferences:
             index = archive.read_index(reader.product) if folder == reader.product else {}
             for url in [u for u in urls if u.rsplit("/", 1)[0] == parent]:
                 name = url.rsplit("/", 1)[1]
+                if name in index:
+                    self.indexed[url] = {k: index[name][k] for k in SIGNATURE_KEYS}
                 if name in listing:
                     self.present.add(url)
+                    self.listed[url] = signature(listing[name])
                     if name in index and _unchanged(index[name], listing[name]):
                         self.rows[url], self.archives[url] = index[name], archive
+
+    def versions(self, url: str) -> tuple[dict[str, str], ...]:
+        """The versions of a granule's file that a check of it now covers (`Unreadable.versions`)."""
+        found = [v for v in (self.listed.get(url), self.indexed.get(url)) if v is not None]
+        return tuple(v for k, v in enumerate(found) if v not in found[:k])
 
     def combined(self, urls: list[str]) -> dict | str | None:
         """The persisted combined set holding all `urls` (a dict for JSON, the URL of a parquet set), if

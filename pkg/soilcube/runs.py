@@ -348,7 +348,7 @@ def downscale_days(
 
     Both cubes' slices are computed and staged before either is committed, so a failure while reading or
     computing leaves both cubes as they were. A granule found missing or unreadable only now (removed since
-    it was referenced, or a corrupt data block behind a sound header) is rejected in the reference index,
+    it was referenced, or a corrupt data block behind a sound header) is rejected (`refs.reject_granules`),
     named in a warning and in the commits' provenance, and the run is made once more without it: the
     slices that needed it are NaN with their QA reasons, the other days complete. NRT runs
     (`status="nrt"`) pass the QC gate of `settings.nrt_qc` first, or raise QCError having written nothing.
@@ -375,16 +375,16 @@ def downscale_days(
 
 
 def _reject_unreadable(settings: Settings, days: list[date]) -> dict[str, str]:
-    """Find the run's input granules that are missing or unreadable, reject them in the index (so runs
-    read them as missing) and warn; '<product>/<file name>' → reason."""
+    """Find the run's input granules that are missing or unreadable, reject them (so runs read them as
+    missing) and warn; '<product>/<file name>' → reason."""
     rejected = {}
     for product in INPUT_SPANS:
         bad = refs.unreadable_granules(product, input_urls(settings, product, days), settings.storage_options)
         if bad:
             refs.reject_granules(settings.archive, product, bad, settings.storage_options)
-        for url, reason in bad.items():
-            log.warning("%s: %s; rejected, the slices that need it stay empty", url, reason)
-            rejected[f"{product}/{url.rsplit('/', 1)[-1]}"] = reason
+        for url, unreadable in bad.items():
+            log.warning("%s: %s; rejected, the slices that need it stay empty", url, unreadable.reason)
+            rejected[f"{product}/{url.rsplit('/', 1)[-1]}"] = unreadable.reason
     return rejected
 
 

@@ -222,24 +222,36 @@ def test_real_gldas_persisted_references(real_data, archive_root):
             np.testing.assert_array_equal(ds["SoilMoi0_10cm_inst"][k].values, expected)
 
 
+def _rot(granule):
+    """Overwrite every data block of a referenced local granule, keeping its size and time (bit rot)."""
+    references = granule.parent.parent / "refs" / granule.parent.name / "granules" / f"{granule.name}.json"
+    chunks = [v for v in json.loads(references.read_text())["refs"].values()
+              if isinstance(v, list) and len(v) == 3]
+    stat = granule.stat()
+    with granule.open("r+b") as f:
+        for _, offset, length in chunks:
+            f.seek(offset)
+            f.write(b"\xff" * length)
+    os.utime(granule, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
 def test_unreadable_granules_blames_bad_bytes_and_missing_files_not_the_network(tmp_path, monkeypatch):
     root = tmp_path.as_uri()
     urls = write_granules(root, None, "smap_l4", 3)
     build_references(root, ["smap_l4"], progress=False)
     assert refs.unreadable_granules("smap_l4", urls) == {}
     rotten, gone = (tmp_path / "smap_l4" / url.rsplit("/", 1)[1] for url in urls[:2])
-    chunks = [v for v in json.loads((tmp_path / "refs" / "smap_l4" / "granules" / f"{rotten.name}.json")
-                                    .read_text())["refs"].values() if isinstance(v, list) and len(v) == 3]
-    stat = rotten.stat()
-    with rotten.open("r+b") as f:  # every data block overwritten, size and time kept (bit rot)
-        for _, offset, length in chunks:
-            f.seek(offset)
-            f.write(b"\xff" * length)
-    os.utime(rotten, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    indexed = {name: {k: row[k] for k in refs.SIGNATURE_KEYS}
+               for name, row in refs.Archive(root).read_index("smap_l4").items()}
+    _rot(rotten)
     gone.unlink()
     bad = refs.unreadable_granules("smap_l4", urls)
     assert set(bad) == {urls[0], urls[1]}
-    assert bad[urls[0]].startswith("unreadable data") and bad[urls[1]] == "file does not exist"
+    assert bad[urls[0]].reason.startswith("unreadable data") and bad[urls[1]].reason == "file does not exist"
+    # the versions checked: the file as listed (the same as indexed, its size and time kept), the vanished
+    # one as indexed
+    for url, path in zip(urls[:2], (rotten, gone), strict=True):
+        assert bad[url].versions == (indexed[path.name],)
 
     def connection_reset(*args, **kwargs):
         raise ConnectionResetError("connection reset by peer")
@@ -248,3 +260,77 @@ def test_unreadable_granules_blames_bad_bytes_and_missing_files_not_the_network(
     with pytest.raises(Exception, match="reset|failed to fetch") as raised:
         refs.unreadable_granules("smap_l4", urls[2:])
     assert refs.transient(raised.value)
+
+
+
+def test_rejections_survive_concurrent_builds_and_cover_the_versions_checked(tmp_path, monkeypatch):
+    """A run rejects a granule while a build that read the index before writes its own: both the rejection
+    and the build's new granule hold. A rejection covers the version of the file checked and the one the
+    index described (a file changed since it was referenced), until a newer version is referenced."""
+    root = tmp_path.as_uri()
+    urls = write_granules(root, None, "smap_l4", 3)
+    build_references(root, ["smap_l4"], progress=False)
+    rotten, changed, _ = (tmp_path / "smap_l4" / name for name in names(urls))
+    rejected_dir = tmp_path / "refs" / "smap_l4" / "rejected"
+    _rot(rotten)
+
+    write_index = refs.Archive.write_index
+
+    def rejection_just_before(archive, product, rows):  # the race: between the build's read and write
+        refs.reject_granules(root, "smap_l4", refs.unreadable_granules("smap_l4", urls[:1]))
+        write_index(archive, product, rows)
+
+    monkeypatch.setattr(refs.Archive, "write_index", rejection_just_before)
+    new = write_smap_l4(root, None, 3)
+    report = build_references(root, ["smap_l4"], progress=False)
+    monkeypatch.setattr(refs.Archive, "write_index", write_index)
+    assert report.products["smap_l4"].referenced == names([new])
+    index = read_index(root, "smap_l4").set_index("name")
+    assert list(index["status"]) == ["failed", "ok", "ok", "ok"]
+    assert index.loc[rotten.name, "reason"].startswith("unreadable data")
+    assert refs.granule_urls(root, "smap_l4") == sorted([*urls[1:], new])
+    with pytest.raises(GranuleError, match="unreadable data"):
+        open_granules("smap_l4", urls[:1])
+    # a later build keeps it rejected (the same file) and keeps the record
+    assert list(build_references(root, ["smap_l4"], progress=False).failed) == [f"smap_l4/{rotten.name}"]
+    assert len(list(rejected_dir.glob("*.json"))) == 1
+
+    # a file replaced since it was referenced, and the new one bad: the row runs read it from is rejected
+    # too, so runs skip it before any build references the new file
+    changed.write_bytes(changed.read_bytes()[:2000])
+    [unreadable] = refs.unreadable_granules("smap_l4", urls[1:2]).values()
+    assert len(unreadable.versions) == 2
+    refs.reject_granules(root, "smap_l4", {urls[1]: unreadable})
+    assert refs.granule_urls(root, "smap_l4") == sorted([urls[2], new])
+    assert len(list(rejected_dir.glob("*.json"))) == 2
+
+    # good files again: referenced anew, the rejections no longer apply; stale, they go after the grace
+    for path, k in ((rotten, 0), (changed, 1)):
+        path.unlink()
+        write_smap_l4(root, None, k, offset=0.01)
+    assert build_references(root, ["smap_l4"], progress=False).failed == {}
+    assert (read_index(root, "smap_l4")["status"] == "ok").all()
+    assert len(list(rejected_dir.glob("*.json"))) == 2
+    monkeypatch.setattr(refs, "UNINDEXED_GRACE_S", 0)
+    build_references(root, ["smap_l4"], progress=False)
+    assert list(rejected_dir.glob("*.json")) == []
+
+
+def test_rejections_on_the_s3_server(seaweedfs, monkeypatch):
+    """The rejection records through S3: written, read into the index, stale ones deleted (an emptied
+    folder that the server lists as an entry of its own is not a record)."""
+    root, options = seaweedfs.new_bucket(), seaweedfs.storage_options
+    urls = write_granules(root, options, "smap_l4", 2)
+    build_references(root, ["smap_l4"], options, progress=False)
+    fs, path = fsspec.core.url_to_fs(f"{root}/refs/smap_l4/rejected", **options)
+    fs.rm(urls[0], recursive=False)
+    refs.reject_granules(root, "smap_l4", refs.unreadable_granules("smap_l4", urls, options), options)
+    assert len(fs.find(path)) == 1
+    index = read_index(root, "smap_l4", options)
+    assert list(index["status"]) == ["failed", "ok"] and index["reason"][0] == "file does not exist"
+    monkeypatch.setattr(refs, "UNINDEXED_GRACE_S", 0)
+    build_references(root, ["smap_l4"], options, progress=False)  # the granule is gone: stale
+    fs.invalidate_cache()
+    assert not [p for p in fs.find(path) if p.endswith(".json")]  # (the server keeps an emptied folder)
+    assert list(read_index(root, "smap_l4", options)["status"]) == ["ok"]
+    assert refs.Archive(root, options).rejections("smap_l4") == {}
