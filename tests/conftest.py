@@ -1,5 +1,8 @@
-"""Shared fixtures: the real sample files in ../shared, and a real S3 server (SeaweedFS) on loopback."""
+"""Shared fixtures: the real sample files in ../shared, a real S3 server (SeaweedFS) on loopback, and bit rot
+for local granules."""
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -42,3 +45,26 @@ def archive_root(request, tmp_path):
         return tmp_path.as_uri(), None
     server = request.getfixturevalue("seaweedfs")
     return server.new_bucket(), server.storage_options
+
+
+def _bit_rot(granule: Path, variable: str | None = None) -> None:
+    """Overwrite the data blocks of a granule (those of `variable`, or all) referenced in its local archive
+    (`<archive>/refs/<product>/granules/<name>.json`), keeping its size and time as bit rot would: its
+    header still reads and its references still count as current."""
+    references = granule.parent.parent / "refs" / granule.parent.name / "granules" / f"{granule.name}.json"
+    chunks = [v for k, v in json.loads(references.read_text())["refs"].items()
+              if isinstance(v, list) and len(v) == 3
+              and (variable is None or k.rpartition("/")[0].endswith(f"/{variable}"))]
+    assert chunks, f"no data blocks of {variable or 'any array'} in {references}"
+    stat = granule.stat()
+    with granule.open("r+b") as f:
+        for _, offset, length in chunks:
+            f.seek(offset)
+            f.write(b"\xff" * length)
+    os.utime(granule, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.fixture
+def bit_rot():
+    """`_bit_rot`: damage a referenced local granule's data behind a sound header."""
+    return _bit_rot

@@ -1,8 +1,6 @@
 """The VIS/IR chain end to end on a small synthetic archive: fit, downscale, write cubes, validate; and
 bad input (missing or corrupt granules) costing only the slices it touches."""
 
-import json
-import os
 import shutil
 from datetime import date, timedelta
 from pathlib import Path
@@ -201,22 +199,8 @@ def test_missing_smap_half_orbit_corrupt_granule_and_all_cloud_day(pristine_arch
         )
 
 
-def _corrupt_data_keeping_the_signature(granule: Path, refs_json: Path) -> None:
-    """Overwrite the LST data blocks of a referenced granule (as bit rot would: same size and time), so its
-    header still reads and its references still count as current."""
-    chunks = [v for k, v in json.loads(refs_json.read_text())["refs"].items()
-              if k.rpartition("/")[0].endswith("/LST_1KM") and isinstance(v, list) and len(v) == 3]
-    assert chunks
-    stat = granule.stat()
-    with granule.open("r+b") as f:
-        for _, offset, length in chunks:
-            f.seek(offset)
-            f.write(np.random.default_rng(0).integers(0, 256, length, dtype=np.uint8).tobytes())
-    os.utime(granule, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-
-
 def test_granules_damaged_after_referencing_are_named_and_lose_only_their_slices(
-    pristine_archive, downscaled, tmp_path, caplog
+    pristine_archive, downscaled, tmp_path, caplog, bit_rot
 ):
     archive = tmp_path / "archive"
     shutil.copytree(pristine_archive, archive, ignore=shutil.ignore_patterns("refs"))
@@ -227,8 +211,7 @@ def test_granules_damaged_after_referencing_are_named_and_lose_only_their_slices
     rotten_day, gone_day = clear[:2]
     rotten = sorted((archive / "viirs_lst").glob(f"VNP21A1N.A{rotten_day:%Y%j}.*.h5"))
     for granule in rotten:
-        references = archive / "refs" / "viirs_lst" / "granules" / f"{granule.name}.json"
-        _corrupt_data_keeping_the_signature(granule, references)
+        bit_rot(granule, "LST_1KM")
     gone = sorted((archive / "viirs_lst").glob(f"VNP21A1D.A{gone_day:%Y%j}.*.h5"))
     for granule in gone:
         granule.unlink()

@@ -102,15 +102,15 @@ class RefsReport:
         return [r.row() for r in self.products.values()]
 
 
+SIGNATURE_KEYS = ("size", "etag", "mtime")
+
+
 def signature(info: dict) -> dict[str, str]:
     """What tells a changed granule from an unchanged one: size, ETag (S3) and modification time, as text
     (the index is CSV)."""
     mtime = info.get("mtime", info.get("LastModified", ""))
     return {"size": str(int(info["size"])), "etag": str(info.get("ETag", "")).strip('"'),
             "mtime": mtime.isoformat() if hasattr(mtime, "isoformat") else str(mtime)}
-
-
-SIGNATURE_KEYS = ("size", "etag", "mtime")
 
 
 def _unchanged(row: dict, info: dict) -> bool:
@@ -177,18 +177,7 @@ class Archive:
                            if info["type"] == "file" and info["name"].endswith(".json"))
         except FileNotFoundError:
             return {}
-        found = self.fs.cat(paths, on_error="return") if paths else {}
-        records = {}
-        for path, data in found.items():
-            if isinstance(data, FileNotFoundError):
-                continue
-            if isinstance(data, Exception):
-                raise data
-            try:
-                records[path] = json.loads(data)
-            except ValueError as e:
-                raise ValueError(f"{path}: not a rejection record ({e}); delete it and run again") from None
-        return records
+        return self.load_json(paths, missing_ok=True)
 
     def write_rejection(self, product: str, name: str, unreadable: Unreadable) -> None:
         """Record that a granule is unreadable in the versions `unreadable` covers (an object of its own per
@@ -213,11 +202,21 @@ class Archive:
         else:
             self.fs.pipe_file(path, data)
 
-    def load_json(self, paths: list[str]) -> dict[str, dict]:
-        """Path → parsed JSON, fetched together (concurrently on S3)."""
-        if not paths:
-            return {}
-        return {p: json.loads(data) for p, data in self.fs.cat(paths, on_error="raise").items()}
+    def load_json(self, paths: list[str], missing_ok: bool = False) -> dict[str, dict]:
+        """Path → parsed JSON, fetched together (concurrently on S3); with `missing_ok`, an object gone
+        since it was listed is left out."""
+        found = self.fs.cat(paths, on_error="return") if paths else {}
+        loaded = {}
+        for path, data in found.items():
+            if isinstance(data, FileNotFoundError) and missing_ok:
+                continue
+            if isinstance(data, Exception):
+                raise data
+            try:
+                loaded[path] = json.loads(data)
+            except ValueError as e:
+                raise ValueError(f"{path}: not JSON ({e})") from None
+        return loaded
 
 
 def read_index(archive_url: str, product: str, storage_options: dict | None = None) -> pd.DataFrame:
@@ -456,7 +455,6 @@ class PersistedReferences:
         self.reader = reader
         self.storage_options = storage_options or {}
         self.names: dict[str, granules.GranuleName] = {}
-        self.present: set[str] = set()
         self.rows: dict[str, dict] = {}  # url → index row of an unchanged granule
         self.listed: dict[str, dict] = {}  # url → signature of the file listed
         self.indexed: dict[str, dict] = {}  # url → signature of its index row
@@ -477,7 +475,6 @@ class PersistedReferences:
                 if name in index:
                     self.indexed[url] = {k: index[name][k] for k in SIGNATURE_KEYS}
                 if name in listing:
-                    self.present.add(url)
                     self.listed[url] = signature(listing[name])
                     if name in index and _unchanged(index[name], listing[name]):
                         self.rows[url], self.archives[url] = index[name], archive
@@ -510,7 +507,7 @@ class PersistedReferences:
         stored = {url: loaded[path] for url, path in paths.items()}
         out = []
         for url in urls:
-            if url not in self.present:
+            if url not in self.listed:
                 raise GranuleError(url, "file does not exist")
             row = self.rows.get(url)
             if row is not None and row["status"] != "ok":

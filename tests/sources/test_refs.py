@@ -1,7 +1,6 @@
 """Persisted references (soilcube.refs): incremental updates, unreadable granules reported and skipped, the
 index written last, combined sets (JSON and parquet) reused by the readers."""
 
-import json
 import os
 import shutil
 import time
@@ -222,20 +221,9 @@ def test_real_gldas_persisted_references(real_data, archive_root):
             np.testing.assert_array_equal(ds["SoilMoi0_10cm_inst"][k].values, expected)
 
 
-def _rot(granule):
-    """Overwrite every data block of a referenced local granule, keeping its size and time (bit rot)."""
-    references = granule.parent.parent / "refs" / granule.parent.name / "granules" / f"{granule.name}.json"
-    chunks = [v for v in json.loads(references.read_text())["refs"].values()
-              if isinstance(v, list) and len(v) == 3]
-    stat = granule.stat()
-    with granule.open("r+b") as f:
-        for _, offset, length in chunks:
-            f.seek(offset)
-            f.write(b"\xff" * length)
-    os.utime(granule, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-
-
-def test_unreadable_granules_blames_bad_bytes_and_missing_files_not_the_network(tmp_path, monkeypatch):
+def test_unreadable_granules_blames_bad_bytes_and_missing_files_not_the_network(
+    tmp_path, monkeypatch, bit_rot
+):
     root = tmp_path.as_uri()
     urls = write_granules(root, None, "smap_l4", 3)
     build_references(root, ["smap_l4"], progress=False)
@@ -243,7 +231,7 @@ def test_unreadable_granules_blames_bad_bytes_and_missing_files_not_the_network(
     rotten, gone = (tmp_path / "smap_l4" / url.rsplit("/", 1)[1] for url in urls[:2])
     indexed = {name: {k: row[k] for k in refs.SIGNATURE_KEYS}
                for name, row in refs.Archive(root).read_index("smap_l4").items()}
-    _rot(rotten)
+    bit_rot(rotten)
     gone.unlink()
     bad = refs.unreadable_granules("smap_l4", urls)
     assert set(bad) == {urls[0], urls[1]}
@@ -263,7 +251,7 @@ def test_unreadable_granules_blames_bad_bytes_and_missing_files_not_the_network(
 
 
 
-def test_rejections_survive_concurrent_builds_and_cover_the_versions_checked(tmp_path, monkeypatch):
+def test_rejections_survive_concurrent_builds_and_cover_the_versions_checked(tmp_path, monkeypatch, bit_rot):
     """A run rejects a granule while a build that read the index before writes its own: both the rejection
     and the build's new granule hold. A rejection covers the version of the file checked and the one the
     index described (a file changed since it was referenced), until a newer version is referenced."""
@@ -272,7 +260,7 @@ def test_rejections_survive_concurrent_builds_and_cover_the_versions_checked(tmp
     build_references(root, ["smap_l4"], progress=False)
     rotten, changed, _ = (tmp_path / "smap_l4" / name for name in names(urls))
     rejected_dir = tmp_path / "refs" / "smap_l4" / "rejected"
-    _rot(rotten)
+    bit_rot(rotten)
 
     write_index = refs.Archive.write_index
 
