@@ -208,10 +208,14 @@ def test_granules_damaged_after_referencing_are_named_and_lose_only_their_slices
     settings = Settings(archive=archive.as_uri(), store=(tmp_path / "cubes").as_uri())
     runs.fit_model(settings)
     clear = [d for d in DAYS[1:] if np.isfinite(_slice(downscaled, d, "AM")["sm"].values).any()]
-    rotten_day, gone_day = clear[:2]
+    rotten_day, gone_day, spared_day = clear[:3]
     rotten = sorted((archive / "viirs_lst").glob(f"VNP21A1N.A{rotten_day:%Y%j}.*.h5"))
     for granule in rotten:
         bit_rot(granule, "LST_1KM")
+    # damaged only in an array that runs do not read: it still serves, and is not rejected
+    spared = sorted((archive / "viirs_lst").glob(f"VNP21A1N.A{spared_day:%Y%j}.*.h5"))
+    for granule in spared:
+        bit_rot(granule, "Emis_14")
     gone = sorted((archive / "viirs_lst").glob(f"VNP21A1D.A{gone_day:%Y%j}.*.h5"))
     for granule in gone:
         granule.unlink()
@@ -229,6 +233,7 @@ def test_granules_damaged_after_referencing_are_named_and_lose_only_their_slices
     assert {name.split("/")[1] for name in provenance["rejected"]} == named
     index = refs.read_index(settings.archive, "viirs_lst").set_index("name")
     assert (index.loc[[g.name for g in rotten], "status"] == "failed").all()
+    assert (index.loc[[g.name for g in spared], "status"] == "ok").all()
     # the lost night's AM and the lost day's both overpasses are empty, saying why; other days as before
     for day, overpass in [(rotten_day, "AM"), (gone_day, "AM"), (gone_day, "PM")]:
         lost = _slice(settings, day, overpass)

@@ -41,13 +41,9 @@ from kerchunk.df import refs_to_dataframe
 from tqdm import tqdm
 
 from soilcube import granules
+from soilcube.grids import Window
 from soilcube.sources.base import Granule, GranuleError, Reader
-from soilcube.sources.references import (
-    combine_along_time,
-    read_every_array,
-    reference_granule,
-    split_combinable,
-)
+from soilcube.sources.references import combine_along_time, reference_granule, split_combinable
 from soilcube.sources.registry import READERS, reader
 
 REFS_DIR = "refs"
@@ -251,19 +247,23 @@ class Unreadable:
     versions: tuple[dict[str, str], ...]
 
 
-def unreadable_granules(product: str, urls: list[str],
-                        storage_options: dict | None = None) -> dict[str, Unreadable]:
-    """URL → `Unreadable` for each of `urls` that is missing or whose data cannot be read: every array of
-    the granule is read whole through its references (a header can be fine while a data block is corrupt),
-    so a granule with any unreadable array counts as unreadable.
+def unreadable_granules(product: str, urls: list[str], storage_options: dict | None = None, *,
+                        windows: list[Window | None] | None = None,
+                        variables: list[str] | None = None) -> dict[str, Unreadable]:
+    """URL → `Unreadable` for each of `urls` that is missing or whose data cannot be read: each granule is
+    opened through the product's reader and read on each of `windows` (default: whole), `variables` only
+    (default: all), as a run reads it (a header can be fine while a data block is corrupt). Damage where
+    the run does not read, another array or outside its windows, does not count: the granule still serves.
 
     A network or server error (`transient`) is raised, not blamed on the file."""
-    persisted = PersistedReferences(reader(product), urls, storage_options)
+    product_reader = reader(product)
+    persisted = PersistedReferences(product_reader, urls, storage_options)
     bad = {}
     for url in urls:
         try:
             [granule] = persisted.granules([url])
-            read_every_array(granule.refs, storage_options)
+            for window in windows or [None]:
+                product_reader.open([granule], storage_options, window, variables).load()
         except GranuleError as e:
             bad[url] = e.reason
         except Exception as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 import logging
 from datetime import date, timedelta
+from typing import NamedTuple
 
 import dask.array as da
 import numpy as np
@@ -42,6 +43,12 @@ SMAP_FLAG_FILL = 65534
 TILE_PIXELS = store.CubeLayout().spatial_shard
 
 
+class RunInput(NamedTuple):
+    variables: list[str]
+    grids: tuple[str, ...]
+    span_days: tuple[int, int]
+
+
 def granule_urls(
     settings: Settings, product: str, first: np.datetime64 | None = None, last: np.datetime64 | None = None
 ) -> list[str]:
@@ -49,15 +56,22 @@ def granule_urls(
     return refs.granule_urls(settings.archive, product, settings.storage_options, first, last)
 
 
-# The granules a run of some days reads, per product: how many days before the first day and after the
-# last one their file-name times may lie (SMAP half orbits of the local days; the night after each day, for
-# the PM pairing; the 8-day LAI composite that serves the first day).
-INPUT_SPANS = {"smap_l2e": (1, 2), "viirs_lst": (0, 1), "viirs_lai": (8, 1)}
+# What a run of some days reads of each input product: the variables, on which grids' windows of the
+# region, and which granules: how many days before the first day and after the last one their file-name
+# times may lie (SMAP half orbits of the local days; the night after each day, for the PM pairing; the
+# 8-day LAI composite that serves the first day). The search for a bad granule reads the same.
+INPUTS = {
+    "smap_l2e": RunInput(
+        ["soil_moisture", "retrieval_qual_flag", "vegetation_water_content", "surface_flag"], ("M09",), (1, 2)
+    ),
+    "viirs_lst": RunInput(["LST_1KM"], tuple(DOWNSCALED_CUBES.values()), (0, 1)),
+    "viirs_lai": RunInput(["Lai"], tuple(DOWNSCALED_CUBES.values()), (8, 1)),
+}
 
 
 def input_urls(settings: Settings, product: str, days: list[date]) -> list[str]:
     """The readable granules of `product` (per the reference index) that a run of `days` reads."""
-    before, after = INPUT_SPANS[product]
+    before, after = INPUTS[product].span_days
     first = np.datetime64(min(days)) - np.timedelta64(before, "D")
     return granule_urls(settings, product, first, np.datetime64(max(days)) + np.timedelta64(after, "D"))
 
@@ -157,7 +171,7 @@ def smap_9km(settings: Settings, days: list[date], area: Region) -> tuple[xr.Dat
             urls,
             settings.storage_options,
             window=window,
-            variables=["soil_moisture", "retrieval_qual_flag", "vegetation_water_content", "surface_flag"],
+            variables=INPUTS["smap_l2e"].variables,
         ).compute()
         bad = (orbits["retrieval_qual_flag"] & SMAP_BAD_RETRIEVAL_BITS) > 0
         orbit_sm = orbits["soil_moisture"].where(~bad).values
@@ -189,15 +203,13 @@ def _viirs(settings: Settings, days: list[date], window: Window) -> tuple[xr.Dat
     lst_urls, lai_urls = input_urls(settings, "viirs_lst", days), input_urls(settings, "viirs_lai", days)
     if not lst_urls or not lai_urls:
         raise MissingInputs(f"no VIIRS LST/LAI granules for {min(days)} … {max(days)} in {settings.archive}")
-    lst = open_granules(
-        "viirs_lst", lst_urls, settings.storage_options, window=window, variables=["LST_1KM"]
-    )["LST_1KM"]
+    lst = open_granules("viirs_lst", lst_urls, settings.storage_options, window=window,
+                        variables=INPUTS["viirs_lst"].variables)["LST_1KM"]
     day_times = [np.datetime64(d, "ns") for d in days]
     lst_day = lst.sel(day_night="day").reindex(time=day_times)
     dts = xr.concat([delta_t(lst_day, lst.sel(day_night="night"), o) for o in OVERPASSES], dim="overpass")
-    lai = open_granules("viirs_lai", lai_urls, settings.storage_options, window=window, variables=["Lai"])[
-        "Lai"
-    ]
+    lai = open_granules("viirs_lai", lai_urls, settings.storage_options, window=window,
+                        variables=INPUTS["viirs_lai"].variables)["Lai"]
     # An 8-day composite serves every day of its period (named by its first day).
     lai = lai.sortby("time").reindex(time=day_times, method="ffill")
     return dts, vegetation_class(lai, method="lai_minmax"), _names(lst_urls + lai_urls)
@@ -375,11 +387,14 @@ def downscale_days(
 
 
 def _reject_unreadable(settings: Settings, days: list[date]) -> dict[str, str]:
-    """Find the run's input granules that are missing or unreadable, reject them (so runs read them as
-    missing) and warn; '<product>/<file name>' → reason."""
+    """Find the run's input granules that are missing or unreadable where the run reads them, reject them
+    (so runs read them as missing) and warn; '<product>/<file name>' → reason."""
+    area = region(settings.region)
     rejected = {}
-    for product in INPUT_SPANS:
-        bad = refs.unreadable_granules(product, input_urls(settings, product, days), settings.storage_options)
+    for product, reads in INPUTS.items():
+        bad = refs.unreadable_granules(product, input_urls(settings, product, days), settings.storage_options,
+                                       windows=[area.window(grid) for grid in reads.grids],
+                                       variables=reads.variables)
         if bad:
             refs.reject_granules(settings.archive, product, bad, settings.storage_options)
         for url, unreadable in bad.items():

@@ -251,6 +251,20 @@ def test_unreadable_granules_blames_bad_bytes_and_missing_files_not_the_network(
 
 
 
+def test_unreadable_granules_blame_only_what_the_caller_reads(tmp_path, bit_rot):
+    """Damage in an array the caller does not read leaves the granule serving."""
+    root = tmp_path.as_uri()
+    urls = write_granules(root, None, "smap_l4", 1)
+    build_references(root, ["smap_l4"], progress=False)
+    bit_rot(tmp_path / "smap_l4" / names(urls)[0], "sm_rootzone")
+
+    def blamed(variables):
+        return refs.unreadable_granules("smap_l4", urls, windows=[SMAP_WINDOW], variables=variables)
+
+    assert blamed(["sm_surface"]) == {}
+    for variables in (["sm_rootzone"], None):
+        assert blamed(variables)[urls[0]].reason.startswith("unreadable data")
+
 def test_rejections_survive_concurrent_builds_and_cover_the_versions_checked(tmp_path, monkeypatch, bit_rot):
     """A run rejects a granule while a build that read the index before writes its own: both the rejection
     and the build's new granule hold. A rejection covers the version of the file checked and the one the

@@ -226,15 +226,6 @@ def open_references(refs: dict | str, storage_options: dict | None = None, group
     )
 
 
-def read_every_array(refs: dict, storage_options: dict | None = None) -> None:
-    """Read every array of a granule's reference set whole (decompressing each chunk): raises where the
-    file's data cannot be read, although its header could."""
-    group = zarr.open_group(_reference_store(refs, storage_options), mode="r", zarr_format=2)
-    for _, node in group.members(max_depth=None):
-        if isinstance(node, zarr.Array):
-            node[...]
-
-
 def _reference_store(refs: dict | str, storage_options: dict | None) -> zarr.storage.FsspecStore:
     """A read-only zarr store over a reference set and the granules it points to."""
     options = storage_options or {}
