@@ -41,7 +41,7 @@ from kerchunk.df import refs_to_dataframe
 from tqdm import tqdm
 
 from soilcube import granules
-from soilcube.grids import Window
+from soilcube.grids import Region, Window
 from soilcube.sources.base import Granule, GranuleError, Reader
 from soilcube.sources.references import combine_along_time, reference_granule, split_combinable
 from soilcube.sources.registry import READERS, reader
@@ -248,7 +248,7 @@ class Unreadable:
 
 
 def unreadable_granules(product: str, urls: list[str], storage_options: dict | None = None, *,
-                        windows: list[Window | None] | None = None,
+                        windows: list[Window | Region | None] | None = None,
                         variables: list[str] | None = None) -> dict[str, Unreadable]:
     """URL → `Unreadable` for each of `urls` that is missing or whose data cannot be read: each granule is
     opened through the product's reader and read on each of `windows` (default: whole), `variables` only
@@ -263,6 +263,7 @@ def unreadable_granules(product: str, urls: list[str], storage_options: dict | N
         try:
             [granule] = persisted.granules([url])
             for window in windows or [None]:
+                window = product_reader.window_for(window)
                 product_reader.open([granule], storage_options, window, variables).load()
         except GranuleError as e:
             bad[url] = e.reason

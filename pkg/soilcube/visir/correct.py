@@ -39,7 +39,9 @@ for both methods (α is constant within a cell); wider footprints trade that for
 Guards: where θ̄ < `ratio_min_mean` the ratio θ·Θ/θ̄ is unstable, so the pixel falls back to the additive
 form (QA ADDITIVE_FALLBACK). With k = 0 and σ = 0, α = σ/(σ + k) is 0/0 and taken as 1 (the k → 0 limit).
 Results ≤ valid_range[0] or > valid_range[1] become NaN with QA OUT_OF_RANGE; pixels whose cell has no
-SMAP value (or that lie outside the 9 km window) are NaN with QA NO_SMAP.
+SMAP value (or that lie outside the 9 km window) are NaN with QA NO_SMAP. The default range (0, 0.6] is the
+physical one (no soil holds more water than its porosity, ≤ ~0.6 m³/m³), for both methods; the public
+code clips less (1 km: θ' ≤ 0; 400 m: θ' < 0 or > 1 → NaN), which `valid_range=(0, 1)` comes close to.
 
 σ comes from the same single pass (σ² = S2/N − (S/N)², float64, clipped at 0): for θ ~ 0.3 it is exact to
 ~1e-8 m³/m³, so a constant cell gets α of order 1e-7 rather than exactly 0.
