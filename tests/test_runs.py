@@ -72,7 +72,12 @@ def test_downscaled_cubes_are_cf_and_physical(downscaled, cube, shape):
     assert np.all(qa[np.isnan(sm)] > 0)
     assert set(np.unique(days["status"].values)) == {store.STATUS_CODES["final"]}
     provenance = store.committed_runs(downscaled.store, cube)[0].metadata["provenance"]
-    assert provenance["inputs"]["smap_l2e"] and provenance["inputs"]["viirs"]
+    # the granules read, by name, with their versions as the index has them now
+    assert provenance["inputs"] == {
+        product: {url.rsplit("/", 1)[-1]: version for url, version in versions.items()}
+        for product, versions in runs.run_inputs(downscaled, DAYS).items()
+    }
+    assert all(provenance["inputs"][product] for product in runs.INPUTS)
 
 
 def test_backfill_is_resumable(downscaled):
@@ -264,6 +269,34 @@ def test_granules_damaged_after_referencing_are_named_and_lose_only_their_slices
     assert len(warnings) == 1 and warnings[0].startswith(f"viirs_lst/{truncated.name}: ")
 
 
+def test_a_month_counts_as_done_only_with_the_granules_the_archive_offers_now(
+    pristine_archive, tmp_path, bit_rot
+):
+    """Granules that were unavailable to a month's run before it began (one failed when referenced, one
+    rejected by another run), then replaced by good files: the month is made again with them."""
+    archive = tmp_path / "archive"
+    shutil.copytree(pristine_archive, archive, ignore=shutil.ignore_patterns("refs"))
+    settings = Settings(archive=archive.as_uri(), store=(tmp_path / "cubes").as_uri())
+    truncated, rotten = sorted((archive / "viirs_lst").glob(f"VNP21A1D.A{DAYS[2]:%Y%j}.*.h5"))
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    failed = refs.build_references(settings.archive, progress=False).failed
+    assert list(failed) == [f"viirs_lst/{truncated.name}"]
+    bit_rot(rotten, "LST_1KM")  # found by another run (an NRT one), before the month's
+    rotten_url = f"{settings.archive}/viirs_lst/{rotten.name}"
+    refs.reject_granules(settings.archive, "viirs_lst", refs.unreadable_granules("viirs_lst", [rotten_url]))
+    runs.fit_model(settings)
+    runs.backfill_month(settings, 2016, 6, DAYS[0], DAYS[-1])
+    assert runs.month_committed(settings, 2016, 6, DAYS[0], DAYS[-1])
+    assert "rejected" not in store.committed_runs(settings.store, "downscaled_1km")[0].metadata["provenance"]
+
+    for granule in (truncated, rotten):
+        shutil.copy(pristine_archive / "viirs_lst" / granule.name, granule)  # a new time: re-referenced
+        refs.build_references(settings.archive, ["viirs_lst"], progress=False)
+        assert not runs.month_committed(settings, 2016, 6, DAYS[0], DAYS[-1])
+        assert set(runs.backfill_month(settings, 2016, 6, DAYS[0], DAYS[-1])) == set(runs.DOWNSCALED_CUBES)
+        assert runs.month_committed(settings, 2016, 6, DAYS[0], DAYS[-1])
+
+
 def test_run_model_over_a_region_the_archive_lacks_fails_clearly_and_writes_nothing(
     pristine_archive, tmp_path
 ):
@@ -322,11 +355,14 @@ def test_a_run_failing_on_its_second_cube_commits_neither(downscaled, monkeypatc
     assert after == before
 
 
-def test_an_nrt_run_passing_the_default_qc_gate_marks_its_slices_nrt(downscaled):
-    runs.downscale_days(downscaled, DAYS[:3], status="nrt")
-    cube = open_cube(store.cube_url(downscaled.store, "downscaled_1km"))
-    status = cube["status"].sel(time=[np.datetime64(d, "ns") for d in DAYS]).values
-    assert list(status) == [store.STATUS_CODES["nrt"]] * 3 + [store.STATUS_CODES["final"]] * 3
+def test_an_nrt_run_passing_the_default_qc_gate_marks_its_slices_nrt(pristine_archive, tmp_path):
+    settings = Settings(archive=pristine_archive.as_uri(), store=(tmp_path / "cubes").as_uri())
+    runs.fit_model(settings)
+    assert set(runs.downscale_days(settings, DAYS[:3], status="nrt")) == set(runs.DOWNSCALED_CUBES)
+    for name in runs.DOWNSCALED_CUBES:
+        cube = open_cube(store.cube_url(settings.store, name))
+        status = cube["status"].sel(time=[np.datetime64(d, "ns") for d in DAYS]).values
+        assert list(status) == [store.STATUS_CODES["nrt"]] * 3 + [store.STATUS_CODES["empty"]] * 3
 
 
 def test_nrt_leaves_the_days_a_backfill_made_final_alone(downscaled):
@@ -368,8 +404,9 @@ def test_the_whole_chain_on_the_real_s3_server(seaweedfs, tmp_path):
 def test_downscaled_slices_share_the_tile_chunks_and_a_small_graph(downscaled):
     area = region(downscaled.region)
     model, _ = runs.model_version(downscaled)
-    smap, _ = runs.smap_9km(downscaled, DAYS, area)
-    slices, _ = runs.downscale_window(downscaled, DAYS, "M400", model, smap, area)
+    inputs = runs.run_inputs(downscaled, DAYS)
+    smap = runs.smap_9km(downscaled, DAYS, area, inputs)
+    slices = runs.downscale_window(downscaled, DAYS, "M400", model, smap, area, inputs)
     chunks = slices["sm"].chunks
     assert all(slices[name].chunks == chunks for name in slices.data_vars)
     assert max(chunks[-1]) == runs.TILE_PIXELS

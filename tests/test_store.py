@@ -124,6 +124,24 @@ def test_region_writes_land_where_they_belong(store_url):
     np.testing.assert_array_equal(cube.status.values, expected_status)
 
 
+def test_nrt_slices_never_replace_final_ones(store_url):
+    """An NRT run that found its days open writes after a backfill made one of them final: that day stays
+    as the backfill made it; with every day final, the NRT write stages and commits nothing."""
+    write(store_url, [5], status="final")
+    late = slices([4, 5])
+    late["sm"] = late["sm"] + 1
+    snapshot = store.write_slices(store_url, NAME, late, provenance={}, message="nrt", status="nrt")
+    cube = open_cube(f"{store_url}/{NAME}")
+    np.testing.assert_array_equal(cube.sm.values[4], day_values(4) + 1)
+    np.testing.assert_array_equal(cube.sm.values[5], day_values(5))
+    assert list(cube.status.values[[4, 5]]) == [store.STATUS_CODES["nrt"], store.STATUS_CODES["final"]]
+    newest = store.history(store_url, NAME)[0]
+    assert newest.snapshot_id == snapshot and newest.metadata["n_times"] == 1
+
+    assert store.write_slices(store_url, NAME, late.isel(time=[1]), provenance={}, message="nrt",
+                              status="nrt") is None
+    assert store.history(store_url, NAME)[0].snapshot_id == snapshot
+
 def test_one_commit_per_write_carries_the_provenance(store_url):
     before = store.history(store_url, NAME)
     provenance = {

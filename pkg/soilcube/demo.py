@@ -85,7 +85,7 @@ def run_demo(
 
 
 def _summarise(settings: Settings, product: str, region) -> dict:
-    urls = runs.granule_urls(settings, product)
+    urls = refs.granule_urls(settings.archive, product, settings.storage_options)
     ds = open_granules(
         product, urls, settings.storage_options, window=region, variables=[SUMMARY_VARIABLE[product]]
     )

@@ -109,6 +109,12 @@ def signature(info: dict) -> dict[str, str]:
             "mtime": mtime.isoformat() if hasattr(mtime, "isoformat") else str(mtime)}
 
 
+def signature_digest(version: dict) -> str:
+    """A short digest of a file version's signature (size, ETag, time): names the version in rejection
+    records and in the provenance of the cubes made from it."""
+    return hashlib.sha1(" ".join(version[k] for k in SIGNATURE_KEYS).encode()).hexdigest()[:12]
+
+
 def _unchanged(row: dict, info: dict) -> bool:
     return _same_version(row, signature(info))
 
@@ -178,8 +184,7 @@ class Archive:
     def write_rejection(self, product: str, name: str, unreadable: Unreadable) -> None:
         """Record that a granule is unreadable in the versions `unreadable` covers (an object of its own per
         version checked)."""
-        checked = unreadable.versions[0]
-        digest = hashlib.sha1(" ".join(checked[k] for k in SIGNATURE_KEYS).encode()).hexdigest()[:12]
+        digest = signature_digest(unreadable.versions[0])
         record = {"name": name, "versions": list(unreadable.versions), "reason": unreadable.reason}
         self.put(f"{self.refs_dir(product)}/{REJECTED_DIR}/{name}.{digest}.json", json.dumps(record).encode())
 
@@ -217,23 +222,33 @@ class Archive:
 
 def read_index(archive_url: str, product: str, storage_options: dict | None = None) -> pd.DataFrame:
     """The granule index of one product: name, url, time, size, etag, mtime, version, status, reason, refs
-    (per-granule JSON, relative to <archive>/refs/<product>/) and combined (the combined set holding it)."""
+    (per-granule JSON, relative to <archive>/refs/<product>/), combined (the combined set holding it) and
+    signature (`signature_digest` of the file version)."""
     rows = Archive(archive_url, storage_options).read_index(product)
     table = pd.DataFrame(list(rows.values()), columns=list(INDEX_COLUMNS))
-    return table.astype({"size": "int64"}).assign(time=pd.to_datetime(table["time"].replace("", None)))
+    return table.astype({"size": "int64"}).assign(time=pd.to_datetime(table["time"].replace("", None)),
+                                                  signature=[signature_digest(r) for r in rows.values()])
 
 
-def granule_urls(
+def granule_versions(
     archive_url: str, product: str, storage_options: dict | None = None, first=None, last=None
-) -> list[str]:
-    """URLs of readable granules (per the reference index) whose file-name time lies in [first, last]."""
+) -> dict[str, str]:
+    """URL → signature digest of the readable granules (per the reference index) whose file-name time lies
+    in [first, last]."""
     index = read_index(archive_url, product, storage_options)  # `time` is datetime there
     ok = index[index["status"] == "ok"]
     if first is not None:
         ok = ok[ok["time"] >= pd.Timestamp(first)]
     if last is not None:
         ok = ok[ok["time"] <= pd.Timestamp(last)]
-    return ok["url"].tolist()
+    return dict(zip(ok["url"], ok["signature"], strict=True))
+
+
+def granule_urls(
+    archive_url: str, product: str, storage_options: dict | None = None, first=None, last=None
+) -> list[str]:
+    """URLs of readable granules (per the reference index) whose file-name time lies in [first, last]."""
+    return list(granule_versions(archive_url, product, storage_options, first, last))
 
 
 @dataclass(frozen=True)

@@ -49,11 +49,11 @@ class RunInput(NamedTuple):
     span_days: tuple[int, int]
 
 
-def granule_urls(
+def granule_versions(
     settings: Settings, product: str, first: np.datetime64 | None = None, last: np.datetime64 | None = None
-) -> list[str]:
-    """`refs.granule_urls` of the settings' archive."""
-    return refs.granule_urls(settings.archive, product, settings.storage_options, first, last)
+) -> dict[str, str]:
+    """`refs.granule_versions` (URL → version) of the settings' archive."""
+    return refs.granule_versions(settings.archive, product, settings.storage_options, first, last)
 
 
 # What a run of some days reads of each input product: the variables, on which grids' windows of the
@@ -69,15 +69,23 @@ INPUTS = {
 }
 
 
-def input_urls(settings: Settings, product: str, days: list[date]) -> list[str]:
-    """The readable granules of `product` (per the reference index) that a run of `days` reads."""
-    before, after = INPUTS[product].span_days
-    first = np.datetime64(min(days)) - np.timedelta64(before, "D")
-    return granule_urls(settings, product, first, np.datetime64(max(days)) + np.timedelta64(after, "D"))
+def run_inputs(settings: Settings, days: list[date]) -> dict[str, dict[str, str]]:
+    """Product → {URL → version} of the readable granules (per the reference index) that a run of `days`
+    reads. A run lists them once, reads those and records them: a month counts as done only while they are
+    what the index offers (`month_committed`)."""
+    inputs = {}
+    for product, reads in INPUTS.items():
+        before, after = reads.span_days
+        first = np.datetime64(min(days)) - np.timedelta64(before, "D")
+        last = np.datetime64(max(days)) + np.timedelta64(after, "D")
+        inputs[product] = granule_versions(settings, product, first, last)
+    return inputs
 
 
-def _names(urls: list[str]) -> list[str]:
-    return [url.rsplit("/", 1)[-1] for url in urls]
+def _by_name(inputs: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Product → {URL → version} as product → {file name → version}: the provenance's record of inputs."""
+    return {product: {url.rsplit("/", 1)[-1]: version for url, version in versions.items()}
+            for product, versions in inputs.items()}
 
 
 # --- model fit -----------------------------------------------------------------------------------------
@@ -87,8 +95,9 @@ def fit_model(settings: Settings, *, by_month: bool = False) -> str:
     """Fit θ = a0 + a1·dT per GLDAS cell × vegetation class × overpass (× month) on the archive's whole
     GLDAS record over the region; write the `visir_model` cube; return the commit id."""
     area = region(settings.region)
-    gldas_urls = granule_urls(settings, "gldas")
-    ndvi_urls = granule_urls(settings, "ltdr_ndvi")
+    gldas_versions = granule_versions(settings, "gldas")
+    ndvi_versions = granule_versions(settings, "ltdr_ndvi")
+    gldas_urls, ndvi_urls = list(gldas_versions), list(ndvi_versions)
     if not gldas_urls or not ndvi_urls:
         raise RuntimeError(
             f"the archive {settings.archive} has no referenced GLDAS or LTDR granules: "
@@ -125,7 +134,7 @@ def fit_model(settings: Settings, *, by_month: bool = False) -> str:
         }
     )
     provenance = {
-        "inputs": {"gldas": _names(gldas_urls), "ltdr_ndvi": _names(ndvi_urls)},
+        "inputs": _by_name({"gldas": gldas_versions, "ltdr_ndvi": ndvi_versions}),
         "parameters": {"region": settings.region, "by_month": by_month},
         "record": [str(gldas["time"].values.min()), str(gldas["time"].values.max())],
     }
@@ -157,10 +166,11 @@ def _local_dates(times: np.ndarray, area: Region) -> np.ndarray:
     return (pd.DatetimeIndex(times) + offset).normalize().values
 
 
-def smap_9km(settings: Settings, days: list[date], area: Region) -> tuple[xr.Dataset, list[str]]:
+def smap_9km(settings: Settings, days: list[date], area: Region, inputs: dict[str, dict]) -> xr.Dataset:
     """SMAP L2_E half orbits composited per local day and overpass (descending = AM, ascending = PM) on
-    the region's M09 window: soil_moisture (bad retrievals removed), vegetation_water_content, frozen."""
-    urls = input_urls(settings, "smap_l2e", days)
+    the region's M09 window: soil_moisture (bad retrievals removed), vegetation_water_content, frozen.
+    `inputs`: the run's (`run_inputs`)."""
+    urls = list(inputs["smap_l2e"])
     window = area.window("M09")
     shape = (len(days), len(OVERPASSES), *window.shape)
     empty = np.full(shape, np.nan, dtype=np.float32)
@@ -195,12 +205,13 @@ def smap_9km(settings: Settings, days: list[date], area: Region) -> tuple[xr.Dat
     return xr.Dataset(
         {"soil_moisture": (dims, sm), "vegetation_water_content": (dims, vwc), "frozen": (dims, frozen)},
         coords=coords,
-    ), _names(urls)
+    )
 
 
-def _viirs(settings: Settings, days: list[date], window: Window) -> tuple[xr.DataArray, xr.DataArray, list]:
+def _viirs(settings: Settings, days: list[date], window: Window,
+           inputs: dict[str, dict]) -> tuple[xr.DataArray, xr.DataArray]:
     """Day and night LST (days and the day after, for the PM pairing) and the LAI class on `window`."""
-    lst_urls, lai_urls = input_urls(settings, "viirs_lst", days), input_urls(settings, "viirs_lai", days)
+    lst_urls, lai_urls = list(inputs["viirs_lst"]), list(inputs["viirs_lai"])
     if not lst_urls or not lai_urls:
         raise MissingInputs(f"no VIIRS LST/LAI granules for {min(days)} … {max(days)} in {settings.archive}")
     lst = open_granules("viirs_lst", lst_urls, settings.storage_options, window=window,
@@ -212,13 +223,15 @@ def _viirs(settings: Settings, days: list[date], window: Window) -> tuple[xr.Dat
                         variables=INPUTS["viirs_lai"].variables)["Lai"]
     # An 8-day composite serves every day of its period (named by its first day).
     lai = lai.sortby("time").reindex(time=day_times, method="ffill")
-    return dts, vegetation_class(lai, method="lai_minmax"), _names(lst_urls + lai_urls)
+    return dts, vegetation_class(lai, method="lai_minmax")
 
 
 def downscale_window(
-    settings: Settings, days: list[date], grid_name: str, model: xr.Dataset, smap: xr.Dataset, area: Region
-) -> tuple[xr.Dataset, list[str]]:
-    """The downscaled cube slices of `days` on the region's `grid_name` window (lazy).
+    settings: Settings, days: list[date], grid_name: str, model: xr.Dataset, smap: xr.Dataset, area: Region,
+    inputs: dict[str, dict],
+) -> xr.Dataset:
+    """The downscaled cube slices of `days` on the region's `grid_name` window (lazy), from the run's
+    `inputs` (`run_inputs`).
 
     Apply + both corrections run fused (`downscale_and_correct`), one task per tile of `TILE_PIXELS`²
     fine pixels (the cubes' shard side, so tiles map onto shards) × one day × one overpass, each reading
@@ -226,7 +239,7 @@ def downscale_window(
     and its halo of the fine fields.
     """
     window = area.window(grid_name)
-    dts, veg_class, inputs = _viirs(settings, days, window)
+    dts, veg_class = _viirs(settings, days, window, inputs)
     tile = {"y": TILE_PIXELS, "x": TILE_PIXELS}
     parents = parent_index(window, area.window("M09"))
     fields = downscale_and_correct(
@@ -250,7 +263,7 @@ def downscale_window(
             "qa": like | _on_fine_chunks(flags.astype(np.uint8), parents, like),
         }
     )
-    return slices.transpose("time", "overpass", "y", "x").assign_coords(x=window.x, y=window.y), inputs
+    return slices.transpose("time", "overpass", "y", "x").assign_coords(x=window.x, y=window.y)
 
 
 def _on_fine_chunks(coarse: xr.DataArray, parents, like: xr.DataArray) -> xr.DataArray:
@@ -356,7 +369,8 @@ def qc_failures(slices: xr.Dataset, thresholds: dict) -> list[str]:
 def downscale_days(
     settings: Settings, days: list[date], *, status: str = "final", key: str | None = None
 ) -> dict[str, str]:
-    """Downscale `days` at 1 km and 400 m and write them, one commit per cube; {cube: commit id}.
+    """Downscale `days` at 1 km and 400 m and write them, one commit per cube; {cube: commit id} (an NRT
+    run leaves out a cube that holds all its days as 'final' already: `store.stage_slices`).
 
     Both cubes' slices are computed and staged before either is committed, so a failure while reading or
     computing leaves both cubes as they were. A granule found missing or unreadable only now (removed since
@@ -383,7 +397,8 @@ def downscale_days(
             raise
         staged = _stage_days(settings, days, status, key, model, rejected)
     # committed only when both are staged; a conflict with a concurrent run here commits nothing of it
-    return {name: staged_slices.commit() for name, staged_slices in staged.items()}
+    commits = {name: staged_slices.commit() for name, staged_slices in staged.items()}
+    return {name: commit for name, commit in commits.items() if commit is not None}
 
 
 def _reject_unreadable(settings: Settings, days: list[date]) -> dict[str, str]:
@@ -391,8 +406,9 @@ def _reject_unreadable(settings: Settings, days: list[date]) -> dict[str, str]:
     (so runs read them as missing) and warn; '<product>/<file name>' → reason."""
     area = region(settings.region)
     rejected = {}
-    for product, reads in INPUTS.items():
-        bad = refs.unreadable_granules(product, input_urls(settings, product, days), settings.storage_options,
+    for product, versions in run_inputs(settings, days).items():
+        reads = INPUTS[product]
+        bad = refs.unreadable_granules(product, list(versions), settings.storage_options,
                                        windows=[area.window(grid) for grid in reads.grids],
                                        variables=reads.variables)
         if bad:
@@ -409,21 +425,21 @@ def _stage_days(
 ) -> dict[str, store.StagedSlices]:
     area = region(settings.region)
     model, version = model
-    smap, smap_inputs = smap_9km(settings, days, area)
+    inputs = run_inputs(settings, days)  # once: both cubes are made from the same granules
+    smap = smap_9km(settings, days, area, inputs)
     products = {
-        name: downscale_window(settings, days, grid, model, smap, area)
+        name: downscale_window(settings, days, grid, model, smap, area, inputs)
         for name, grid in DOWNSCALED_CUBES.items()
     }
     if status == "nrt":
-        failures = qc_failures(products["downscaled_1km"][0].load(), settings.nrt_qc)
+        failures = qc_failures(products["downscaled_1km"].load(), settings.nrt_qc)
         if failures:
             raise QCError(f"NRT {days[0]} … {days[-1]} fails the QC gate: {'; '.join(failures)}")
     staged = {}
     for name, grid_name in DOWNSCALED_CUBES.items():
         _ensure_cube(settings, name, area.window(grid_name))
-        slices, inputs = products[name]
         provenance = {
-            "inputs": {"smap_l2e": smap_inputs, "viirs": inputs},
+            "inputs": _by_name(inputs),
             "parameters": _parameters(settings, version),
             "strategy": status,
         }
@@ -432,7 +448,7 @@ def _stage_days(
         staged[name] = store.stage_slices(
             settings.store,
             name,
-            slices,
+            products[name],
             provenance=provenance,
             key=key,
             status=status,
@@ -458,14 +474,17 @@ def month_committed(
     settings: Settings, year: int, month: int, start: date | None = None, end: date | None = None
 ) -> bool:
     """Whether both downscaled cubes hold these days of the month as made with the current model and
-    parameters, and nothing since asks for them again: the unit's newest run (`store.unit_run`: not
-    rolled back, not rewritten by a later run) has the current parameters, and no granule it rejected has
-    been referenced anew (a file replaced since)."""
+    parameters from the granules the archive offers now: the unit's newest run (`store.unit_run`: not
+    rolled back, not rewritten by a later run) has the current parameters and read exactly the readable
+    granules of its days in their current versions. A granule referenced since (a rejected or failed one
+    replaced by a good file, a late or reprocessed one) or rejected since asks for the month again."""
     try:
         parameters_hash = store.hash_parameters(_parameters(settings, model_snapshot(settings)))
     except FileNotFoundError:
         return False
-    key = month_key(month_days(year, month, start, end))
+    days = month_days(year, month, start, end)
+    key = month_key(days)
+    inputs = _by_name(run_inputs(settings, days))
     for name in DOWNSCALED_CUBES:
         try:
             run = store.unit_run(settings.store, name, key, storage_options=settings.storage_options)
@@ -473,22 +492,9 @@ def month_committed(
             return False
         if run is None or run.metadata.get("parameters_hash") != parameters_hash:
             return False
-        if _readable_again(settings, run.metadata["provenance"].get("rejected", {})):
+        if run.metadata["provenance"].get("inputs") != inputs:
             return False
     return True
-
-
-def _readable_again(settings: Settings, rejected: dict[str, str]) -> bool:
-    """Whether any of the granules a run rejected ('<product>/<file name>') is referenced as good now."""
-    by_product: dict[str, set[str]] = {}
-    for entry in rejected:
-        product, name = entry.split("/", 1)
-        by_product.setdefault(product, set()).add(name)
-    for product, names in by_product.items():
-        index = refs.read_index(settings.archive, product, settings.storage_options)
-        if (index["name"].isin(names) & (index["status"] == "ok")).any():
-            return True
-    return False
 
 
 def backfill_month(

@@ -311,10 +311,12 @@ class StagedSlices:
 
     session: icechunk.Session
     message: str
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] | None  # None: nothing staged
 
-    def commit(self) -> str:
-        """Make the slices one new version of the cube; return its snapshot id."""
+    def commit(self) -> str | None:
+        """Make the slices one new version of the cube; return its snapshot id (None: nothing staged)."""
+        if self.metadata is None:
+            return None
         # ConflictDetector lets a run commit after a concurrent one that touched other shards, and refuses
         # (nothing committed) when both wrote the same shard.
         return self.session.commit(
@@ -322,8 +324,9 @@ class StagedSlices:
         )
 
 
-def write_slices(store_url: str, name: str, dataset: xr.Dataset, **options) -> str:
-    """`stage_slices` and commit: the slices become one new version of cube `name`; return its id."""
+def write_slices(store_url: str, name: str, dataset: xr.Dataset, **options) -> str | None:
+    """`stage_slices` and commit: the slices become one new version of cube `name`; return its id (None:
+    nothing to write, every step final already for an 'nrt' write)."""
     return stage_slices(store_url, name, dataset, **options).commit()
 
 
@@ -347,8 +350,11 @@ def stage_slices(
     labels) at times that the template holds, in any order and with gaps. `provenance` (input granules
     and versions, `parameters`, strategy…) goes into the commit metadata together with the code version,
     `key` (the unit of work, e.g. '2016-03', for `unit_run`) and the hash of
-    `provenance['parameters']`. `status` ('nrt' or 'final') marks the slices of cubes that track it.
-    Dask-backed datasets are computed by the current scheduler (a distributed Client if one is active).
+    `provenance['parameters']`. `status` ('nrt' or 'final') marks the slices of cubes that track it; 'nrt'
+    slices never replace 'final' ones: time steps that the session's base holds as final (a backfill may
+    have committed them since the caller looked) are left as they are, and with none left nothing is
+    staged (`commit` then returns None). Dask-backed datasets are computed by the current scheduler (a
+    distributed Client if one is active).
     """
     repo = open_repository(cube_url(store_url, name), storage_options)
     session = repo.writable_session(BRANCH)
@@ -360,6 +366,11 @@ def stage_slices(
     slices = _conform(dataset, cube, name)
     status_code = _status_code(status, cube, name)
     positions = cube.indexes["time"].get_indexer(slices.time.values)
+    if status == "nrt":
+        open_steps = np.flatnonzero(cube["status"].values[positions] != STATUS_CODES["final"])
+        slices, positions = slices.isel(time=open_steps), positions[open_steps]
+        if not positions.size:
+            return StagedSlices(session, message, None)
     shard_chunks = _shard_chunks(cube, list(slices.data_vars))
     for span in _shard_spans(positions, shard_chunks["time"], cube.sizes["time"]):
         block = _whole_shards(slices, cube, positions, span)
