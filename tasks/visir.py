@@ -38,7 +38,7 @@ def downscale_month_task(
     status: str = "final",
 ) -> dict[str, str] | str:
     """Downscale one month (its days clipped to [start, end]) in one commit per cube, or return "skipped"
-    when the cubes already hold those days with the same parameters."""
+    when the cubes already hold those days with the same parameters and inputs (`runs.month_committed`)."""
     commits = runs.backfill_month(Settings(**settings), year, month, start, end, status=status)
     run_logger().info("%d-%02d: %s", year, month, commits or "already committed or no days in range: skipped")
     return commits or SKIPPED
@@ -46,7 +46,8 @@ def downscale_month_task(
 
 @task(name="downscale-days", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
 def downscale_days_task(settings: dict, days: list[date], status: str = "nrt") -> dict[str, str]:
-    """Downscale the given days in one commit per cube, slices marked `status`."""
+    """Downscale the given days in one commit per cube (none for a cube where an 'nrt' run finds them all
+    'final' already), slices marked `status`."""
     commits = runs.downscale_days(Settings(**settings), list(days), status=status)
     run_logger().info(
         "%d days (%s … %s) committed as %s: %s", len(days), min(days), max(days), status, commits

@@ -47,14 +47,16 @@ def archive_root(request, tmp_path):
     return server.new_bucket(), server.storage_options
 
 
-def _bit_rot(granule: Path, variable: str | None = None) -> None:
-    """Overwrite the data blocks of a granule (those of `variable`, or all) referenced in its local archive
-    (`<archive>/refs/<product>/granules/<name>.json`), keeping its size and time as bit rot would: its
-    header still reads and its references still count as current."""
+def _bit_rot(granule: Path, variable: str | None = None, block: str | None = None) -> None:
+    """Overwrite the data blocks of a granule (those of `variable`, or all; only the chunk `block`, e.g.
+    "0.0", if given) referenced in its local archive (`<archive>/refs/<product>/granules/<name>.json`),
+    keeping its size and time as bit rot would: its header still reads and its references still count as
+    current."""
     references = granule.parent.parent / "refs" / granule.parent.name / "granules" / f"{granule.name}.json"
     chunks = [v for k, v in json.loads(references.read_text())["refs"].items()
               if isinstance(v, list) and len(v) == 3
-              and (variable is None or k.rpartition("/")[0].endswith(f"/{variable}"))]
+              and (variable is None or k.rpartition("/")[0].endswith(f"/{variable}"))
+              and (block is None or k.rpartition("/")[2] == block)]
     assert chunks, f"no data blocks of {variable or 'any array'} in {references}"
     stat = granule.stat()
     with granule.open("r+b") as f:

@@ -208,7 +208,8 @@ def run_nrt(
     day = date.fromisoformat(run_date) if run_date else datetime.now(UTC).date()
     with dask_client(s.scheduler_address, s.n_workers, console=console):
         commits = runs.nrt(s, day)
-    console.print(", ".join(f"{k} {v}" for k, v in commits.items()))
+    made = ", ".join(f"{k} {v}" for k, v in commits.items())
+    console.print(made or "every day is final already: nothing made")
 
 
 @app.command()

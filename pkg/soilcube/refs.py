@@ -269,6 +269,7 @@ def unreadable_granules(product: str, urls: list[str], storage_options: dict | N
     opened through the product's reader and read on each of `windows` (default: whole), `variables` only
     (default: all), as a run reads it (a header can be fine while a data block is corrupt). Damage where
     the run does not read, another array or outside its windows, does not count: the granule still serves.
+    Swath products (SMAP L2) need a window: a half orbit with no cell on the grid cannot be read whole.
 
     A network or server error (`transient`) is raised, not blamed on the file."""
     product_reader = reader(product)

@@ -484,7 +484,7 @@ def month_committed(
         return False
     days = month_days(year, month, start, end)
     key = month_key(days)
-    inputs = _by_name(run_inputs(settings, days))
+    made = []
     for name in DOWNSCALED_CUBES:
         try:
             run = store.unit_run(settings.store, name, key, storage_options=settings.storage_options)
@@ -492,9 +492,9 @@ def month_committed(
             return False
         if run is None or run.metadata.get("parameters_hash") != parameters_hash:
             return False
-        if run.metadata["provenance"].get("inputs") != inputs:
-            return False
-    return True
+        made.append(run)
+    inputs = _by_name(run_inputs(settings, days))  # last: it reads the index of every input product
+    return all(run.metadata["provenance"].get("inputs") == inputs for run in made)
 
 
 def backfill_month(

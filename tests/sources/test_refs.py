@@ -11,7 +11,7 @@ import h5py
 import netCDF4
 import numpy as np
 import pytest
-from synthetic_granules import SMAP_WINDOW, write_gldas, write_granules, write_smap_l4
+from synthetic_granules import SMAP_WINDOW, VIIRS_WINDOW, write_gldas, write_granules, write_smap_l4
 
 from soilcube import refs
 from soilcube.refs import build_references, read_index
@@ -264,6 +264,25 @@ def test_unreadable_granules_blame_only_what_the_caller_reads(tmp_path, bit_rot)
     assert blamed(["sm_surface"]) == {}
     for variables in (["sm_rootzone"], None):
         assert blamed(variables)[urls[0]].reason.startswith("unreadable data")
+
+def test_unreadable_granules_blame_no_damage_outside_the_window(tmp_path, bit_rot):
+    """A VIIRS tile damaged only in a block that the window does not reach reads fine, alone or first among
+    others, and is not blamed; damaged inside the window, it is."""
+    root, lst = tmp_path.as_uri(), "LST_1KM"
+    urls = write_granules(root, None, "viirs_lst", 1)
+    build_references(root, ["viirs_lst"], progress=False)
+    granule = tmp_path / "viirs_lst" / names(urls)[0]
+    bit_rot(granule, lst, block="0.0")  # the tile's north-west corner, far from the window
+    for order in (urls, urls[::-1]):
+        open_granules("viirs_lst", order, window=VIIRS_WINDOW, variables=[lst]).load()
+
+    def blamed():
+        return list(refs.unreadable_granules("viirs_lst", urls, windows=[VIIRS_WINDOW], variables=[lst]))
+
+    assert blamed() == []
+    bit_rot(granule, lst)
+    assert blamed() == [urls[0]]
+
 
 def test_rejections_survive_concurrent_builds_and_cover_the_versions_checked(tmp_path, monkeypatch, bit_rot):
     """A run rejects a granule while a build that read the index before writes its own: both the rejection

@@ -126,9 +126,13 @@ class ViirsReader(Reader):
         _, first = next(iter(next(iter(slots.values())).values()))
         names = [k for k, v in first.data_vars.items() if v.dims == ("row", "col")
                  and (not variables or k in variables)]
-        # dtype, fill and attributes of each decoded variable, from one pixel of the first granule
-        templates = {name: decode_variable(first[name][:1, :1], first[name].attrs.get("_FillValue"))
-                     for name in names}
+        # dtype and attributes of each decoded variable, from the first granule's metadata (not its data: a
+        # damaged block outside the window must not fail the read)
+        templates = {}
+        for name in names:
+            attrs = first[name].attrs
+            pixel = xr.DataArray(np.zeros((1, 1), first[name].dtype), dims=("row", "col"), attrs=attrs)
+            templates[name] = decode_variable(pixel, attrs.get("_FillValue"))
         times = sorted({time for time, _ in slots})
         labels = list(self.layers.values())
         parts = _parts(window, self.chunk)
