@@ -2,7 +2,9 @@
 
 from datetime import date
 
+import numpy as np
 import pytest
+import xarray as xr
 
 from soilcube import runs
 
@@ -32,3 +34,25 @@ def test_a_partial_month_has_its_own_key_so_a_later_whole_month_is_not_skipped()
 def test_nrt_days_are_the_target_and_the_recheck_window():
     assert runs.nrt_days(date(2016, 6, 10)) == [date(2016, 6, 5), date(2016, 6, 6), date(2016, 6, 7)]
     assert runs.nrt_days(date(2016, 6, 10), latency_days=3, recheck_days=0) == [date(2016, 6, 7)]
+
+
+def test_a_day_takes_the_lai_of_its_period_or_the_one_before_whatever_days_the_run_covers():
+    """8-day LAI composites named by their first day, with the one of 2016-06-09 missing: each day takes
+    its period's composite, else the one before, and a run of one day picks what a month's run picks."""
+    starts = np.array(["2016-05-24", "2016-06-01", "2016-06-17", "2016-06-25"], dtype="datetime64[ns]")
+    lai = xr.DataArray(np.arange(starts.size, dtype=float), dims="time", coords={"time": starts})
+    lookback, ahead = runs.INPUTS["viirs_lai"].span_days
+
+    def run(days):  # the composites a run of `days` lists, and what each day takes of them
+        first = np.datetime64(min(days), "ns") - np.timedelta64(lookback, "D")
+        last = np.datetime64(max(days), "ns") + np.timedelta64(ahead, "D")
+        return runs.lai_of_days(lai.sel(time=(lai.time >= first) & (lai.time <= last)), days).values
+
+    june = runs.month_days(2016, 6)
+    taken = run(june)
+    np.testing.assert_array_equal(taken, [1.0] * 16 + [2.0] * 8 + [3.0] * 6)  # 06-09 … 06-16: 06-01's
+    for k, day in enumerate(june):
+        np.testing.assert_array_equal(run([day]), taken[k : k + 1])
+    # two composites in a row missing: no LAI for the second period, in any run
+    two_missing = runs.lai_of_days(lai.isel(time=[0, 2, 3]), june).values
+    assert np.isfinite(two_missing[:8]).all() and np.isnan(two_missing[8:16]).all()

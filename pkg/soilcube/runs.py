@@ -56,16 +56,20 @@ def granule_versions(
     return refs.granule_versions(settings.archive, product, settings.storage_options, first, last)
 
 
+# VNP15A2H LAI composites cover 8-day periods and are named by their first day. A day takes the composite
+# of its period or, where that one is missing, the one before: at most 15 days old, in a run of one day as
+# in a month's.
+LAI_LOOKBACK_DAYS = 15
 # What a run of some days reads of each input product: the variables, on which grids' windows of the
 # region, and which granules: how many days before the first day and after the last one their file-name
-# times may lie (SMAP half orbits of the local days; the night after each day, for the PM pairing; the
-# 8-day LAI composite that serves the first day). The search for a bad granule reads the same.
+# times may lie (SMAP half orbits of the local days; the night after each day, for the PM pairing; the LAI
+# composites that may serve the first day). The search for a bad granule reads the same.
 INPUTS = {
     "smap_l2e": RunInput(
         ["soil_moisture", "retrieval_qual_flag", "vegetation_water_content", "surface_flag"], ("M09",), (1, 2)
     ),
     "viirs_lst": RunInput(["LST_1KM"], tuple(DOWNSCALED_CUBES.values()), (0, 1)),
-    "viirs_lai": RunInput(["Lai"], tuple(DOWNSCALED_CUBES.values()), (8, 1)),
+    "viirs_lai": RunInput(["Lai"], tuple(DOWNSCALED_CUBES.values()), (LAI_LOOKBACK_DAYS, 1)),
 }
 
 
@@ -221,9 +225,14 @@ def _viirs(settings: Settings, days: list[date], window: Window,
     dts = xr.concat([delta_t(lst_day, lst.sel(day_night="night"), o) for o in OVERPASSES], dim="overpass")
     lai = open_granules("viirs_lai", lai_urls, settings.storage_options, window=window,
                         variables=INPUTS["viirs_lai"].variables)["Lai"]
-    # An 8-day composite serves every day of its period (named by its first day).
-    lai = lai.sortby("time").reindex(time=day_times, method="ffill")
-    return dts, vegetation_class(lai, method="lai_minmax")
+    return dts, vegetation_class(lai_of_days(lai, days), method="lai_minmax")
+
+
+def lai_of_days(lai: xr.DataArray, days: list[date]) -> xr.DataArray:
+    """The LAI composite of each day: its 8-day period's, or the one before (`LAI_LOOKBACK_DAYS`); NaN
+    without either (every pixel then takes class 0, as the public code gives a pixel without LAI)."""
+    return lai.sortby("time").reindex(time=[np.datetime64(d, "ns") for d in days], method="ffill",
+                                      tolerance=np.timedelta64(LAI_LOOKBACK_DAYS, "D"))
 
 
 def downscale_window(
