@@ -278,8 +278,8 @@ def unreadable_granules(product: str, urls: list[str], storage_options: dict | N
     for url in urls:
         try:
             [granule] = persisted.granules([url])
-            for window in windows or [None]:
-                window = product_reader.window_for(window)
+            for area in windows or [None]:
+                window = product_reader.window_for(area)
                 product_reader.open([granule], storage_options, window, variables).load()
         except GranuleError as e:
             bad[url] = e.reason
