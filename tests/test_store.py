@@ -142,6 +142,7 @@ def test_nrt_slices_never_replace_final_ones(store_url):
                               status="nrt") is None
     assert store.history(store_url, NAME)[0].snapshot_id == snapshot
 
+
 def test_one_commit_per_write_carries_the_provenance(store_url):
     before = store.history(store_url, NAME)
     provenance = {

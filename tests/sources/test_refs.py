@@ -250,7 +250,6 @@ def test_unreadable_granules_blames_bad_bytes_and_missing_files_not_the_network(
     assert refs.transient(raised.value)
 
 
-
 def test_unreadable_granules_blame_only_what_the_caller_reads(tmp_path, bit_rot):
     """Damage in an array the caller does not read leaves the granule serving."""
     root = tmp_path.as_uri()
@@ -264,6 +263,7 @@ def test_unreadable_granules_blame_only_what_the_caller_reads(tmp_path, bit_rot)
     assert blamed(["sm_surface"]) == {}
     for variables in (["sm_rootzone"], None):
         assert blamed(variables)[urls[0]].reason.startswith("unreadable data")
+
 
 def test_unreadable_granules_blame_no_damage_outside_the_window(tmp_path, bit_rot):
     """A VIIRS tile damaged only in a block that the window does not reach reads fine, alone or first among
