@@ -1,9 +1,11 @@
 """Readers through kerchunk references: values equal what h5py/netCDF4 read from the same files (fills as
 NaN, scale applied, flags as integers), time from the file name, coordinates from the grid definitions."""
 
+import gc
 import io
 import pickle
 import shutil
+import threading
 
 import fsspec
 import h5py
@@ -14,7 +16,7 @@ import xarray as xr
 from synthetic_granules import SMAP_WINDOW, T0, VIIRS_WINDOW, write_granules
 
 from soilcube.grids import GLDAS_GRID, LTDR_GRID, REGIONS, Window, lookup_blocks, sinusoidal_lookup
-from soilcube.sources import GranuleError, open_granules
+from soilcube.sources import GranuleError, open_granules, reader, references
 
 
 def ns(*times):
@@ -25,8 +27,10 @@ REAL_GLDAS_TIMES = ns("2016-01-01T03:00", "2016-01-01T06:00", "2016-01-01T21:00"
 
 
 def h5file(url, options):
+    """The granule through h5py, from its bytes in memory: h5py reading through fsspec risks the deadlock
+    that `cyclic_gc_paused` is about."""
     fs, path = fsspec.core.url_to_fs(url, **(options or {}))
-    return h5py.File(fs.open(path, "rb"), "r")
+    return h5py.File(io.BytesIO(fs.cat_file(path)), "r")
 
 
 def decoded(raw, fill, scale=1.0, offset=0.0, valid=(None, None)):
@@ -253,6 +257,50 @@ def test_real_gldas_through_references(real_data, archive_root):
                 expected = nc[name][0].filled(np.nan)
                 np.testing.assert_array_equal(ds[name][k].values, expected)
                 assert np.isnan(expected).any() and np.isfinite(expected).any()
+
+
+def test_no_cyclic_collection_runs_while_a_granule_is_referenced(real_data, monkeypatch):
+    """A CI run hung in kerchunk's translation: h5py held its lock while waiting on zarr's thread, and a
+    collection on that thread that frees an h5py object waits for the lock. With collections after nearly
+    every allocation, none starts (in any thread) while a granule is referenced."""
+    translating = threading.Event()
+    translate = references._Hdf5ToZarr.translate
+
+    def watched_translate(self, *args, **kwargs):
+        translating.set()
+        try:
+            return translate(self, *args, **kwargs)
+        finally:
+            translating.clear()
+
+    collected_while_translating = []
+
+    def on_collection(phase, info):
+        if phase == "start" and translating.is_set():
+            collected_while_translating.append(threading.current_thread().name)
+
+    monkeypatch.setattr(references._Hdf5ToZarr, "translate", watched_translate)
+    thresholds = gc.get_threshold()
+    gc.set_threshold(1)
+    gc.callbacks.append(on_collection)
+    try:
+        granule = next((real_data / "gldas").glob("*.nc4"))
+        refs = references.reference_granule(reader("gldas"), granule.as_uri())
+    finally:
+        gc.callbacks.remove(on_collection)
+        gc.set_threshold(*thresholds)
+    assert "SoilMoi0_10cm_inst/.zarray" in refs["refs"]
+    assert collected_while_translating == []
+    assert gc.isenabled()
+
+
+def test_cyclic_collection_resumes_when_the_last_thread_leaves():
+    paused = references.cyclic_gc_paused
+    with paused:
+        with paused:
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
 
 
 def _arrays_in(graph: dict) -> list[tuple[int, ...]]:

@@ -1,6 +1,7 @@
 """Persisted references (soilcube.refs): incremental updates, unreadable granules reported and skipped, the
 index written last, combined sets (JSON and parquet) reused by the readers."""
 
+import io
 import os
 import shutil
 import time
@@ -24,7 +25,7 @@ def names(urls):
 
 def l4_through_h5py(url, options):
     fs, path = fsspec.core.url_to_fs(url, **(options or {}))
-    with h5py.File(fs.open(path, "rb"), "r") as f:
+    with h5py.File(io.BytesIO(fs.cat_file(path)), "r") as f:  # not through fsspec: see cyclic_gc_paused
         raw = f["Geophysical_Data/sm_surface"][SMAP_WINDOW.slices]
     return np.where(raw == -9999.0, np.nan, raw)
 

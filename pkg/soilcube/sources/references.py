@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import functools
+import gc
 import json
+import threading
 from collections import Counter
 
 import fsspec
@@ -57,11 +59,43 @@ class _Hdf5ToZarr(SingleHdf5ToZarr):
         super()._transfer_attrs(h5obj, _AttributesInOneWrite(zobj))
 
 
+class _CyclicGcPaused:
+    """Automatic cyclic garbage collection off, in every thread, while any thread is inside (counted: dask
+    workers reference granules in several threads at once).
+
+    While h5py works it holds its global lock, also when it calls back into Python: reading the file
+    through fsspec (whose I/O runs on fsspec's thread) and kerchunk's writes to its zarr store (run on
+    zarr's thread). A collection that starts on one of those threads and frees an h5py object needs that
+    lock, and waits for it forever. h5py's docs on file-like objects name this deadlock and this remedy.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._was_enabled = False
+
+    def __enter__(self):
+        with self._lock:
+            if self._inside == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._inside += 1
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._inside -= 1
+            if self._inside == 0 and self._was_enabled:
+                gc.enable()
+
+
+cyclic_gc_paused = _CyclicGcPaused()
+
+
 def reference_granule(reader: Reader, url: str, storage_options: dict | None = None) -> dict:
     """The kerchunk references of one granule, checked against what `reader` needs."""
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     try:
-        with fs.open(path, "rb") as f:
+        with cyclic_gc_paused, fs.open(path, "rb") as f:
             refs = _Hdf5ToZarr(f, url=url, inline_threshold=INLINE_THRESHOLD, error="raise").translate()
     except FileNotFoundError:
         raise GranuleError(url, "file does not exist") from None
