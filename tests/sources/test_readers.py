@@ -13,6 +13,7 @@ import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
+from kerchunk.hdf import SingleHdf5ToZarr
 from synthetic_granules import SMAP_WINDOW, T0, VIIRS_WINDOW, write_granules
 
 from soilcube.grids import GLDAS_GRID, LTDR_GRID, REGIONS, Window, lookup_blocks, sinusoidal_lookup
@@ -292,6 +293,19 @@ def test_no_cyclic_collection_runs_while_a_granule_is_referenced(real_data, monk
     assert "SoilMoi0_10cm_inst/.zarray" in refs["refs"]
     assert collected_while_translating == []
     assert gc.isenabled()
+
+
+def test_empty_datasets_are_left_out_of_the_references(tmp_path):
+    """As SMAP L2's polar group on a half orbit that saw no polar cell: kerchunk alone fails the granule."""
+    path = tmp_path / "granule.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("Polar/soil_moisture", shape=(0,), dtype="f4")
+        f.create_dataset("Swath/soil_moisture", data=np.arange(4, dtype="f4"))
+    with open(path, "rb") as file:
+        refs = references._Hdf5ToZarr(file, url=str(path), error="raise").translate()
+        assert sorted(k for k in refs["refs"] if k.endswith(".zarray")) == ["Swath/soil_moisture/.zarray"]
+        with pytest.raises(ValueError, match="Chunk size"):
+            SingleHdf5ToZarr(file, url=str(path), error="raise").translate()
 
 
 def test_cyclic_collection_resumes_when_the_last_thread_leaves():

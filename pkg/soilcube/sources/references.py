@@ -46,8 +46,8 @@ class _Hdf5ToZarr(SingleHdf5ToZarr):
     """kerchunk's translator with two fixes for zarr 3.
 
     Empty datasets are skipped (e.g. SMAP L2's polar group on a half orbit that saw no polar cell): zarr 3
-    refuses a zero-length chunk, and after that failure kerchunk's in-memory store hangs on the next
-    dataset. Empty datasets hold nothing to reference. Attributes are written in one go.
+    refuses the zero-length chunk of an unchunked one, which would fail the whole granule, and they hold
+    nothing to reference. Attributes are written in one go.
     """
 
     def _translator(self, name, h5obj):
