@@ -309,11 +309,21 @@ def test_empty_datasets_are_left_out_of_the_references(tmp_path):
 
 
 def test_cyclic_collection_resumes_when_the_last_thread_leaves():
-    paused = references.cyclic_gc_paused
-    with paused:
+    paused, entered, leave = references.cyclic_gc_paused, threading.Event(), threading.Event()
+
+    def referencing():
         with paused:
-            assert not gc.isenabled()
+            entered.set()
+            leave.wait(30)
+
+    other = threading.Thread(target=referencing)
+    other.start()
+    entered.wait(30)
+    with paused:
         assert not gc.isenabled()
+    assert not gc.isenabled()  # the other thread is still inside
+    leave.set()
+    other.join(30)
     assert gc.isenabled()
 
 
