@@ -7,6 +7,7 @@ import pickle
 import shutil
 import threading
 
+import dask.array as da
 import fsspec
 import h5py
 import netCDF4
@@ -287,12 +288,13 @@ def test_no_cyclic_collection_runs_while_a_granule_is_referenced(real_data, monk
     try:
         granule = next((real_data / "gldas").glob("*.nc4"))
         refs = references.reference_granule(reader("gldas"), granule.as_uri())
+        threshold_after = gc.get_threshold()[0]
     finally:
         gc.callbacks.remove(on_collection)
         gc.set_threshold(*thresholds)
     assert "SoilMoi0_10cm_inst/.zarray" in refs["refs"]
     assert collected_while_translating == []
-    assert gc.isenabled()
+    assert threshold_after == 1  # collection resumes as it was
 
 
 def test_empty_datasets_are_left_out_of_the_references(tmp_path):
@@ -310,6 +312,7 @@ def test_empty_datasets_are_left_out_of_the_references(tmp_path):
 
 def test_cyclic_collection_resumes_when_the_last_thread_leaves():
     paused, entered, leave = references.cyclic_gc_paused, threading.Event(), threading.Event()
+    thresholds = gc.get_threshold()
 
     def referencing():
         with paused:
@@ -320,11 +323,38 @@ def test_cyclic_collection_resumes_when_the_last_thread_leaves():
     other.start()
     entered.wait(30)
     with paused:
-        assert not gc.isenabled()
-    assert not gc.isenabled()  # the other thread is still inside
+        assert gc.get_threshold()[0] == 0
+    assert gc.get_threshold()[0] == 0  # the other thread is still inside
     leave.set()
     other.join(30)
-    assert gc.isenabled()
+    assert gc.get_threshold() == thresholds
+
+
+def test_cyclic_collection_stays_paused_when_dask_turns_it_back_on():
+    """dask's `slice_array` calls `gc.enable()` whenever it returns; a thread that slices a dask array while
+    another references a granule must not end the pause."""
+    paused, collections = threading.Event(), []
+
+    def on_collection(phase, info):
+        if phase == "start" and paused.is_set():
+            collections.append(threading.current_thread().name)
+
+    thresholds = gc.get_threshold()
+    gc.set_threshold(1)
+    gc.callbacks.append(on_collection)
+    try:
+        with references.cyclic_gc_paused:
+            paused.set()
+            assert da.ones(10, chunks=5)[2:7].shape == (5,)
+            assert gc.isenabled()  # as dask leaves it
+            for _ in range(1000):
+                cycle = []
+                cycle.append(cycle)
+            paused.clear()
+    finally:
+        gc.callbacks.remove(on_collection)
+        gc.set_threshold(*thresholds)
+    assert collections == []
 
 
 def _arrays_in(graph: dict) -> list[tuple[int, ...]]:

@@ -67,25 +67,29 @@ class _CyclicGcPaused:
     through fsspec (whose I/O runs on fsspec's thread) and kerchunk's writes to its zarr store (run on
     zarr's thread). A collection that starts on one of those threads and frees an h5py object needs that
     lock, and waits for it forever. h5py's docs on file-like objects name this deadlock and this remedy.
+
+    The pause sets the first generation's threshold to 0 rather than calling `gc.disable`: other code turns
+    collection back on without asking (dask's `slice_array` calls `gc.enable` whenever it returns), and a
+    zero threshold holds through that. Explicit `gc.collect()` calls still run.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._inside = 0
-        self._was_enabled = False
+        self._thresholds = gc.get_threshold()
 
     def __enter__(self):
         with self._lock:
             if self._inside == 0:
-                self._was_enabled = gc.isenabled()
-                gc.disable()
+                self._thresholds = gc.get_threshold()
+                gc.set_threshold(0, *self._thresholds[1:])
             self._inside += 1
 
     def __exit__(self, *exc):
         with self._lock:
             self._inside -= 1
-            if self._inside == 0 and self._was_enabled:
-                gc.enable()
+            if self._inside == 0:
+                gc.set_threshold(*self._thresholds)
 
 
 cyclic_gc_paused = _CyclicGcPaused()
