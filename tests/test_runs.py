@@ -17,6 +17,7 @@ from soilcube.cli import app
 from soilcube.config import Settings
 from soilcube.grids import REGIONS, parent_index, region
 from soilcube.synth.archive import build_archive
+from soilcube.validate.metrics import score
 from soilcube.validate.osse import validate_store
 from soilcube.visir.qa import QA
 
@@ -43,6 +44,20 @@ def downscaled(pristine_archive, tmp_path_factory) -> Settings:
     runs.fit_model(settings)
     runs.backfill_month(settings, 2016, 6, DAYS[0], DAYS[-1])
     return settings
+
+
+@pytest.fixture(scope="module")
+def fitted(pristine_archive, tmp_path_factory) -> Settings:
+    """A store that holds the fitted model and no downscaled cube; tests take copies (`_copy_of`)."""
+    settings = Settings(archive=pristine_archive.as_uri(), store=tmp_path_factory.mktemp("fitted").as_uri())
+    runs.fit_model(settings)
+    return settings
+
+
+def _copy_of(settings: Settings, tmp_path: Path, **changes) -> Settings:
+    """`settings` with a store of its own: a copy of the store's directory."""
+    shutil.copytree(Path(settings.store.removeprefix("file://")), tmp_path / "cubes")
+    return settings.model_copy(update={"store": (tmp_path / "cubes").as_uri(), **changes})
 
 
 def test_model_fit_is_physical_and_versioned(downscaled):
@@ -329,13 +344,50 @@ def test_a_failed_month_does_not_stop_the_backfill(downscaled, monkeypatch):
     assert tried == [4, 5]
 
 
-def test_an_nrt_run_failing_the_qc_gate_commits_nothing(downscaled):
-    strict = downscaled.model_copy(update={"nrt_qc": {"visir_1km_hybrid": {"R": (">=", 1.5)}}})
-    before = {name: store.history(downscaled.store, name)[0].snapshot_id for name in runs.DOWNSCALED_CUBES}
+def test_an_nrt_run_failing_the_qc_gate_commits_no_slice(fitted, tmp_path):
+    strict = _copy_of(fitted, tmp_path, nrt_qc={"visir_1km_hybrid": {"R": (">=", 1.5)}})
     with pytest.raises(runs.QCError, match="visir_1km_hybrid R"):
         runs.downscale_days(strict, DAYS[:3], status="nrt")
-    after = {name: store.history(downscaled.store, name)[0].snapshot_id for name in runs.DOWNSCALED_CUBES}
-    assert after == before
+    for name in runs.DOWNSCALED_CUBES:
+        assert store.committed_runs(strict.store, name) == []
+
+
+def _overtaken_nrt_run(settings: Settings, monkeypatch) -> dict[str, str]:
+    """An NRT run of DAYS[:3] that a backfill of DAYS[0] overtakes: it commits after the NRT run computed
+    its days and before it stages them."""
+    stage, overtaken = store.stage_slices, []
+
+    def overtaking(store_url, name, dataset, **options):
+        if not overtaken:
+            overtaken.append(name)
+            runs.downscale_days(settings, DAYS[:1])  # its writes pass straight through to `stage`
+        return stage(store_url, name, dataset, **options)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "stage_slices", overtaking)
+        return runs.downscale_days(settings, DAYS[:3], status="nrt")
+
+
+def test_the_nrt_qc_gate_scores_the_days_the_run_commits(fitted, tmp_path, monkeypatch):
+    # a gate that the three days asked for pass and the two the run commits fail: learnt from a first race
+    first = _copy_of(fitted, tmp_path / "first")
+    assert set(_overtaken_nrt_run(first, monkeypatch)) == set(runs.DOWNSCALED_CUBES)
+    cube = open_cube(store.cube_url(first.store, "downscaled_1km"))
+    asked = cube.sel(time=[np.datetime64(d, "ns") for d in DAYS[:3]]).load()
+    committed = asked.isel(time=slice(1, None))
+    r_asked, r_committed = (float(score(ds["sm"], ds["smap_9km"], min_count=100)["R"])
+                            for ds in (asked, committed))
+    assert r_asked != r_committed
+    gate = {"visir_1km_hybrid": {"R": (">=" if r_committed < r_asked else "<=", (r_asked + r_committed) / 2)}}
+    assert runs.qc_failures(asked, gate) == [] and runs.qc_failures(committed, gate) != []
+
+    second = _copy_of(fitted, tmp_path / "second", nrt_qc=gate)
+    with pytest.raises(runs.QCError, match="NRT 2016-06-02, 2016-06-03 fails the QC gate: visir_1km_hybrid"):
+        _overtaken_nrt_run(second, monkeypatch)
+    for name in runs.DOWNSCALED_CUBES:
+        status = open_cube(store.cube_url(second.store, name))["status"]
+        days = status.sel(time=[np.datetime64(d, "ns") for d in DAYS[:3]]).values
+        assert list(days) == [store.STATUS_CODES["final"]] + [store.STATUS_CODES["empty"]] * 2
 
 
 def test_a_run_failing_on_its_second_cube_commits_neither(downscaled, monkeypatch):
@@ -355,9 +407,8 @@ def test_a_run_failing_on_its_second_cube_commits_neither(downscaled, monkeypatc
     assert after == before
 
 
-def test_an_nrt_run_passing_the_default_qc_gate_marks_its_slices_nrt(pristine_archive, tmp_path):
-    settings = Settings(archive=pristine_archive.as_uri(), store=(tmp_path / "cubes").as_uri())
-    runs.fit_model(settings)
+def test_an_nrt_run_passing_the_default_qc_gate_marks_its_slices_nrt(fitted, tmp_path):
+    settings = _copy_of(fitted, tmp_path)
     assert set(runs.downscale_days(settings, DAYS[:3], status="nrt")) == set(runs.DOWNSCALED_CUBES)
     for name in runs.DOWNSCALED_CUBES:
         cube = open_cube(store.cube_url(settings.store, name))

@@ -312,6 +312,7 @@ class StagedSlices:
     session: icechunk.Session
     message: str
     metadata: dict[str, Any] | None  # None: nothing staged
+    times: np.ndarray  # the time steps staged (datetime64[ns]), in the order of the dataset
 
     def commit(self) -> str | None:
         """Make the slices one new version of the cube; return its snapshot id (None: nothing staged)."""
@@ -370,7 +371,7 @@ def stage_slices(
         open_steps = np.flatnonzero(cube["status"].values[positions] != STATUS_CODES["final"])
         slices, positions = slices.isel(time=open_steps), positions[open_steps]
         if not positions.size:
-            return StagedSlices(session, message, None)
+            return StagedSlices(session, message, None, slices.time.values)
     shard_chunks = _shard_chunks(cube, list(slices.data_vars))
     for span in _shard_spans(positions, shard_chunks["time"], cube.sizes["time"]):
         block = _whole_shards(slices, cube, positions, span)
@@ -396,7 +397,7 @@ def stage_slices(
         "variables": sorted(slices.data_vars),
         "provenance": provenance,
     }
-    return StagedSlices(session, message, _jsonable(metadata))
+    return StagedSlices(session, message, _jsonable(metadata), times)
 
 
 def write_dataset(
