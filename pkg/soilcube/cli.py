@@ -81,12 +81,15 @@ def refs(
     products: Annotated[str | None, typer.Option(help="comma-separated subset of products")] = None,
     config: ConfigOption = None,
 ):
-    """Build or update the kerchunk references of an archive (incremental)."""
+    """Build or update the kerchunk references of an archive (incremental). Lists each granule that cannot
+    be read, with the reason, and exits 1 while the archive holds one."""
     from soilcube.refs import build_references
 
     s = _settings(config, archive=archive)
     report = build_references(_require(s.archive, "archive"), _products(products), s.storage_options)
     _print_summary("references", report)
+    for name, reason in report.failed.items():
+        console.print(f"[red]unreadable granule[/red] {name}: {reason}", soft_wrap=True)
     if report.failed:
         raise typer.Exit(code=1)
 

@@ -13,8 +13,10 @@ import netCDF4
 import numpy as np
 import pytest
 from synthetic_granules import SMAP_WINDOW, VIIRS_WINDOW, write_gldas, write_granules, write_smap_l4
+from typer.testing import CliRunner
 
 from soilcube import refs
+from soilcube.cli import app
 from soilcube.refs import build_references, read_index
 from soilcube.sources import GranuleError, open_granules
 
@@ -102,6 +104,19 @@ def test_unreadable_granules_are_reported_and_skipped(archive_root):
     truncated = f"{folder}/SMAP_L4_SM_gph_20160602T013000_Vv8010_001.h5"
     with pytest.raises(GranuleError, match="20160602T013000.*not a readable HDF5"):
         open_granules("smap_l4", good + [truncated], options)
+
+
+def test_the_refs_verb_names_each_unreadable_granule_and_exits_1_while_one_remains(tmp_path):
+    root = tmp_path.as_uri()
+    good = write_granules(root, None, "smap_l4", 1)
+    truncated = tmp_path / "smap_l4" / "SMAP_L4_SM_gph_20160602T013000_Vv8010_001.h5"
+    truncated.write_bytes((tmp_path / "smap_l4" / good[0].rsplit("/", 1)[1]).read_bytes()[:5000])
+    for _ in range(2):  # the second run reuses the failure found by the first
+        result = CliRunner().invoke(app, ["refs", "--archive", root, "--products", "smap_l4"])
+        assert result.exit_code == 1
+        assert f"unreadable granule smap_l4/{truncated.name}: not a readable HDF5" in result.output
+    truncated.unlink()
+    assert CliRunner().invoke(app, ["refs", "--archive", root, "--products", "smap_l4"]).exit_code == 0
 
 
 def test_granules_whose_scale_differs_are_not_combined(tmp_path):
