@@ -23,7 +23,7 @@ from soilcube.visir.qa import QA
 
 DAYS = [date(2016, 6, d) for d in range(1, 7)]
 # the archive holds no granules of April or May 2016: both months fail, each on its own
-FAILED_APRIL_AND_MAY = r"2 of 2 months failed \(2016-04: no VIIRS LST/LAI granules .*; 2016-05: no VIIRS"
+FAILED_APRIL_AND_MAY = r"2 of 2 months failed \(2016-04: no VIIRS LST granules .*; 2016-05: no VIIRS LST"
 pytestmark = pytest.mark.slow
 
 
@@ -146,21 +146,40 @@ def _slice(settings: Settings, day: date, overpass: str) -> xr.Dataset:
 
 
 def test_missing_viirs_night_loses_only_the_slices_that_need_it(pristine_archive, downscaled, tmp_path):
-    lost = next(d for d in DAYS[1:] if np.isfinite(_slice(downscaled, d, "AM")["sm"].values).any())
+    # night(d) makes AM(d) = day(d) − night(d) and PM(d − 1) = day(d − 1) − night(d)
+    lost = next(d for d in DAYS[1:] if np.isfinite(_slice(downscaled, d, "AM")["sm"].values).any()
+                and np.isfinite(_slice(downscaled, d - timedelta(days=1), "PM")["sm"].values).any())
+    needing = {(lost, "AM"), (lost - timedelta(days=1), "PM")}
 
     def remove_night(archive):
         for granule in (archive / "viirs_lst").glob(f"VNP21A1N.A{lost:%Y%j}.*.h5"):
             granule.unlink()
 
     settings, _ = _copy_and_damage(pristine_archive, tmp_path, remove_night)
-    am = _slice(settings, lost, "AM")
-    assert np.isnan(am["sm"].values).all()
-    assert np.all(am["qa"].values & QA.NO_DELTA_T)
-    # AM of the other days does not use that night: unchanged.
-    for day in (d for d in DAYS if d != lost):
+    for day, overpass in needing:
+        damaged = _slice(settings, day, overpass)
+        assert np.isnan(damaged["sm"].values).all()
+        assert np.all(damaged["qa"].values & QA.NO_DELTA_T)
+    for day, overpass in ((d, o) for d in DAYS for o in ("AM", "PM") if (d, o) not in needing):
         np.testing.assert_array_equal(
-            _slice(settings, day, "AM")["sm"].values, _slice(downscaled, day, "AM")["sm"].values
+            _slice(settings, day, overpass)["sm"].values, _slice(downscaled, day, overpass)["sm"].values
         )
+
+
+def test_a_run_without_any_lai_composite_gives_every_pixel_class_0(pristine_archive, downscaled, tmp_path):
+    # as a day whose composite and the one before are missing, whichever days the run covers
+    def remove_lai(archive):
+        for granule in (archive / "viirs_lai").glob("*.h5"):
+            granule.unlink()
+
+    settings, _ = _copy_and_damage(pristine_archive, tmp_path, remove_lai)
+    window = region(settings.region).window("M01")
+    (delta_t, classes), (pristine_delta_t, pristine_classes) = (
+        runs._viirs(s, DAYS, window, runs.run_inputs(s, DAYS)) for s in (settings, downscaled)
+    )
+    assert (classes.values == 0).all() and (pristine_classes.values > 0).any()
+    xr.testing.assert_identical(delta_t, pristine_delta_t)
+    assert any(np.isfinite(_slice(settings, d, "AM")["sm"].values).any() for d in DAYS)
 
 
 def _local_day_of(granule_name: str) -> date:

@@ -216,16 +216,20 @@ def _viirs(settings: Settings, days: list[date], window: Window,
            inputs: dict[str, dict]) -> tuple[xr.DataArray, xr.DataArray]:
     """Day and night LST (days and the day after, for the PM pairing) and the LAI class on `window`."""
     lst_urls, lai_urls = list(inputs["viirs_lst"]), list(inputs["viirs_lai"])
-    if not lst_urls or not lai_urls:
-        raise MissingInputs(f"no VIIRS LST/LAI granules for {min(days)} … {max(days)} in {settings.archive}")
+    if not lst_urls:
+        raise MissingInputs(f"no VIIRS LST granules for {min(days)} … {max(days)} in {settings.archive}")
     lst = open_granules("viirs_lst", lst_urls, settings.storage_options, window=window,
                         variables=INPUTS["viirs_lst"].variables)["LST_1KM"]
     day_times = [np.datetime64(d, "ns") for d in days]
     lst_day = lst.sel(day_night="day").reindex(time=day_times)
     dts = xr.concat([delta_t(lst_day, lst.sel(day_night="night"), o) for o in OVERPASSES], dim="overpass")
-    lai = open_granules("viirs_lai", lai_urls, settings.storage_options, window=window,
-                        variables=INPUTS["viirs_lai"].variables)["Lai"]
-    return dts, vegetation_class(lai_of_days(lai, days), method="lai_minmax")
+    if lai_urls:
+        lai = open_granules("viirs_lai", lai_urls, settings.storage_options, window=window,
+                            variables=INPUTS["viirs_lai"].variables)["Lai"]
+        lai = lai_of_days(lai, days)
+    else:  # as a day without a composite: every pixel takes class 0, whichever days the run covers
+        lai = xr.full_like(lst_day, np.nan)
+    return dts, vegetation_class(lai, method="lai_minmax")
 
 
 def lai_of_days(lai: xr.DataArray, days: list[date]) -> xr.DataArray:
