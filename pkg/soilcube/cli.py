@@ -224,7 +224,9 @@ def validate(
     ] = None,
     insitu: Annotated[Path | None, typer.Option(help="ISMN download folder or zip")] = None,
     archive: Annotated[
-        str | None, typer.Option(help="granule archive URL: also score SMAP L4 bicubic-interpolated to 1 km")
+        str | None,
+        typer.Option(help="granule archive URL (or SOILCUBE_ARCHIVE, the config's archive): also score "
+                          "SMAP L4 bicubic-interpolated to 1 km"),
     ] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="write {product: {metric: value}}")] = None,
     config: ConfigOption = None,

@@ -410,7 +410,8 @@ def downscale_days(
         if not rejected:
             raise
         staged = _stage_days(settings, days, status, key, model, rejected)
-    # committed only when both are staged; a conflict with a concurrent run here commits nothing of it
+    # committed only when both are staged; one after the other, not as one transaction: a conflict with a
+    # concurrent run at the second commit leaves the first made (the next run makes those days again)
     commits = {name: staged_slices.commit() for name, staged_slices in staged.items()}
     return {name: commit for name, commit in commits.items() if commit is not None}
 
