@@ -2,7 +2,7 @@
 
 import tempfile
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -307,13 +307,20 @@ def test_expire_during_a_run_leaves_the_run_s_chunks(store_url):
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {5, 6})
 
 
-def test_expire_keeps_releases_and_the_head(store_url):
+def test_expire_keeps_releases_and_the_head(store_url, monkeypatch):
+    monkeypatch.setattr(store, "GC_GRACE", timedelta(0))  # else nothing this young is deleted
     write(store_url, [1])
     store.tag_release(store_url, NAME, "v1")
     write(store_url, [1, 2])
-    write(store_url, [3])
+    middle = store.history(store_url, NAME)[0].snapshot_id
+    write(store_url, [1, 3])  # overwrites the shard of days 1 and 2 again
+    chunks = Path(urlparse(store_url).path) / NAME / "chunks"
+    before = {p for p in chunks.rglob("*") if p.is_file()}
     expired = store.expire(store_url, NAME, datetime.now(UTC))
-    assert expired  # the overwritten intermediate snapshots
+    assert middle in expired
+    assert {p for p in chunks.rglob("*") if p.is_file()} < before  # the middle snapshot's own chunks
+    with pytest.raises(ValueError, match=f"no version '{middle}'"):
+        open_cube(f"{store_url}/{NAME}", version=middle)
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1, 2, 3})
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}", version="v1"), {1})
 
