@@ -216,6 +216,13 @@ def test_viirs_default_window_covers_the_tiles(synthetic_archive):
     ds = open_granules("viirs_lai", urls["viirs_lai"], options, variables=["Lai"])
     assert ds.sizes["x"] > 1000 and ds.sizes["y"] > 1000  # two 10° tiles at 1 km
     assert ds["Lai"].chunks is not None
+    by_tile = {url.rsplit("/", 1)[1].split(".")[2]: url for url in urls["viirs_lai"]}
+    assert len(by_tile) == 2
+    for url in by_tile.values():  # the window of both holds each tile's own window
+        alone = open_granules("viirs_lai", [url], options, variables=["Lai"])
+        for axis in ("x", "y"):
+            assert ds[axis].min() <= alone[axis].min() and ds[axis].max() >= alone[axis].max()
+        assert ds.sizes["x"] > alone.sizes["x"]
 
 
 def test_missing_and_unreadable_files_are_named(tmp_path, synthetic_archive):
