@@ -171,6 +171,26 @@ def test_sinusoidal_lookup_places_tiles_on_an_ease2_window():
     assert np.all(np.diff(global_col) >= 0)
 
 
+@pytest.mark.parametrize("pixels", [1200, 2400])
+def test_sinusoidal_lookup_is_the_closed_form_of_the_modland_grid(pixels):
+    """The lookup against the sinusoidal projection written out (x = R·λ·cos φ, y = R·φ on the MODLAND
+    sphere, tiles of 10° of the rounded half-circumference from the upper left): cell centres from the
+    EASE2 grid, nothing else from the code under test."""
+    radius, half_circumference = 6371007.181, 20015109.354  # MODLAND's published constants
+    pixel = 2 * half_circumference / 36 / pixels
+    window = REGIONS["oklahoma"].window("M01")
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, window.nrows, 300), rng.integers(0, window.ncols, 300)
+    lon, lat = window.grid.lonlat(window.row0 + rows, window.col0 + cols)
+    x = radius * np.radians(lon) * np.cos(np.radians(lat))
+    y = radius * np.radians(lat)
+    global_row = np.floor((half_circumference / 2 - y) / pixel).astype(int)
+    global_col = np.floor((x + half_circumference) / pixel).astype(int)
+    lut = sinusoidal_lookup(window, pixels)
+    assert np.array_equal(lut["v"][rows, cols] * pixels + lut["i"][rows, cols], global_row)
+    assert np.array_equal(lut["h"][rows, cols] * pixels + lut["j"][rows, cols], global_col)
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.sampled_from(["M36", "M09", "M01", "M400"]), st.sampled_from([1200, 2400]),
        st.floats(0, 1, exclude_max=True), st.floats(0, 1, exclude_max=True),
