@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import uuid
 import zlib
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -680,17 +681,36 @@ def test_a_template_write_failing_midway_leaves_no_file_and_keeps_the_old_granul
     assert listing(tmp_path) == [Path(url).name] and Path(url).read_bytes() == before
 
 
-def test_remote_targets_are_uploaded_once_complete():
+def test_remote_targets_are_uploaded_once_complete(monkeypatch):
     fs = fsspec.filesystem("memory")
-    folder = "memory://soilcube-writers-test/smap_l4"
+    root = f"memory://soilcube-writers-test-{uuid.uuid4().hex}"
+    folder = f"{root}/smap_l4"
+    uploads = []
+    put_file = type(fs).put_file
+
+    def recorded_put_file(self, lpath, rpath, *args, **kwargs):
+        with h5py.File(lpath, "r") as f:  # the local file is a whole granule when it goes up
+            uploads.append((rpath, f["Geophysical_Data/sm_rootzone"][WINDOW.row0, WINDOW.col0]))
+        return put_file(self, lpath, rpath, *args, **kwargs)
+
+    monkeypatch.setattr(type(fs), "put_file", recorded_put_file)
+    fields = {k: np.full(WINDOW.shape, v) for k, v in
+              (("sm_surface", 0.2), ("sm_rootzone", 0.25), ("surface_temp", 290.0))}
+    write = lambda: writers.write_smap_l4(folder, window=WINDOW, centre=L4_CENTRE, fields=fields)  # noqa: E731
     try:
-        fields = {k: np.full(WINDOW.shape, v) for k, v in
-                  (("sm_surface", 0.2), ("sm_rootzone", 0.25), ("surface_temp", 290.0))}
-        url = writers.write_smap_l4(folder, window=WINDOW, centre=L4_CENTRE, fields=fields)
+        with monkeypatch.context() as patch:
+            patch.setattr(writers, "_h5_var", fail_after(2, writers._h5_var))
+            with pytest.raises(Boom):
+                write()
+        assert uploads == [] and not fs.exists(folder)
+        url = write()
         assert url == f"{folder}/{granules.smap_l4_name(L4_CENTRE)}"
+        assert [(fs._strip_protocol(rpath), value) for rpath, value in uploads] == [
+            (fs._strip_protocol(url), np.float32(0.25))]
         names = [p.rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False)]
         assert names == [granules.smap_l4_name(L4_CENTRE)]
         with fs.open(url, "rb") as raw, h5py.File(raw) as f:
             assert f["Geophysical_Data/sm_rootzone"][WINDOW.row0, WINDOW.col0] == np.float32(0.25)
     finally:
-        fs.rm("memory://soilcube-writers-test", recursive=True)
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
