@@ -5,6 +5,7 @@ import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
+import fsspec
 import h5py
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def test_model_fit_is_physical_and_versioned(downscaled):
 
 
 @pytest.mark.parametrize(("cube", "shape"), [("downscaled_1km", (360, 360)), ("downscaled_400m", (900, 900))])
-def test_downscaled_cubes_are_cf_and_physical(downscaled, cube, shape):
+def test_downscaled_cubes_are_cf_and_physical(downscaled, pristine_archive, cube, shape):
     ds = open_cube(store.cube_url(downscaled.store, cube))
     days = ds.sel(time=[np.datetime64(d, "ns") for d in DAYS])
     assert (days.sizes["y"], days.sizes["x"]) == shape
@@ -87,12 +88,28 @@ def test_downscaled_cubes_are_cf_and_physical(downscaled, cube, shape):
     assert np.all(qa[np.isnan(sm)] > 0)
     assert set(np.unique(days["status"].values)) == {store.STATUS_CODES["final"]}
     provenance = store.committed_runs(downscaled.store, cube)[0].metadata["provenance"]
-    # the granules read, by name, with their versions as the index has them now
-    assert provenance["inputs"] == {
-        product: {url.rsplit("/", 1)[-1]: version for url, version in versions.items()}
-        for product, versions in runs.run_inputs(downscaled, DAYS).items()
+    # every granule the days need, found by name in the archive: the day and night LST of each day and the
+    # night after the last (PM pairing), the SMAP half orbits of the local days, each day's LAI composite
+    archive, fs = pristine_archive, fsspec.filesystem("file")
+    # composite → its period's first day, as in the name (A2016153)
+    periods = {p.name: p.name.split(".")[1] for p in (archive / "viirs_lai").glob("VNP15A2H.*.h5")}
+    of_days = {max(a for a in periods.values() if a <= f"A{d:%Y%j}") for d in DAYS}
+    need = {
+        "viirs_lst": {p.name for d in [*DAYS, DAYS[-1] + timedelta(days=1)]
+                      for p in (archive / "viirs_lst").glob(f"VNP21A1?.A{d:%Y%j}.*.h5")},
+        "smap_l2e": {p.name for p in (archive / "smap_l2e").glob("*.h5") if _local_day_of(p.name) in DAYS},
+        "viirs_lai": {name for name, period in periods.items() if period in of_days},
     }
-    assert all(provenance["inputs"][product] for product in runs.INPUTS)
+    # 2 tiles, day and night (the archive ends with the last day: no night after it)
+    assert len(need["viirs_lst"]) == 2 * 2 * len(DAYS) and len(need["viirs_lai"]) == 2 * len(of_days)
+    assert len(need["smap_l2e"]) >= len(DAYS)
+    for product, names in need.items():
+        assert names <= set(provenance["inputs"][product]), product
+        # each with the version of the file as it is (size and time)
+        on_disk = {n: refs.signature(fs.info(str(archive / product / n))) for n in names}
+        assert {n: provenance["inputs"][product][n] for n in names} == {
+            n: refs.signature_digest(signature) for n, signature in on_disk.items()}
+    assert set(provenance["inputs"]["viirs_lst"]) == need["viirs_lst"]  # and no LST of other days
 
 
 def test_backfill_is_resumable(downscaled):
