@@ -19,8 +19,6 @@ from soilcube import granules
 from soilcube.grids import GLDAS_GRID, LTDR_GRID, REGIONS, ease2_grid, sinusoidal_tiles
 from soilcube.synth import writers
 
-SHARED = Path(__file__).parents[2] / ".." / "shared"
-CHECK_LAYOUT = SHARED / "tools" / "check_layout.py"
 WINDOW = REGIONS["oklahoma"].window("M09")
 M01 = REGIONS["oklahoma"].window("M01")
 L2_START = datetime(2016, 7, 1, 11, 52, 3)
@@ -159,12 +157,10 @@ def ltdr(archive):
 
 # SPL3SMP_E has no entry in layouts.json; its layout is checked in test_smap_l3e below.
 @pytest.mark.parametrize("product", ["smap_l2e", "smap_l4", "gldas", "viirs_lst", "viirs_lai", "ltdr_ndvi"])
-def test_granule_passes_the_real_layout_check(product, request):
-    if not CHECK_LAYOUT.exists():
-        pytest.skip(f"{CHECK_LAYOUT} is absent: no ../shared (the real-layout check) beside the repository")
+def test_granule_passes_the_real_layout_check(product, request, check_layout):
     fixture = {"smap_l2e": "l2", "smap_l4": "l4", "viirs_lst": "lst", "viirs_lai": "lai", "ltdr_ndvi": "ltdr"}
     url = request.getfixturevalue(fixture.get(product, product))[0]
-    run = subprocess.run([sys.executable, str(CHECK_LAYOUT), product, url], capture_output=True, text=True)
+    run = subprocess.run([sys.executable, str(check_layout), product, url], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -465,13 +461,9 @@ def test_template_granules_equal_the_netcdf_library_write(product, tmp_path):
         assert data.keys() == expected_data.keys()
         assert [name for name in data if not np.array_equal(data[name], expected_data[name])] == []
         if i:
-            continue  # decoded values and the layout check once (costly on the 3600 × 7200 LTDR grid)
+            continue  # decoded values once (costly on the 3600 × 7200 LTDR grid)
         with xr.open_dataset(url) as ds, xr.open_dataset(reference) as ref:
             xr.testing.assert_identical(ds, ref)
-        if CHECK_LAYOUT.exists():
-            run = subprocess.run([sys.executable, str(CHECK_LAYOUT), product, url], capture_output=True,
-                                 text=True)
-            assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_template_attributes_keep_their_type_and_size(tmp_path):
