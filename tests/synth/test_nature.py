@@ -250,3 +250,13 @@ def test_ismn_stations_sit_in_the_region_with_hourly_flagged_records(nature):
         assert len(s.times) == 24 * len(nature.days) == len(s.soil_moisture)
         assert (s.flags == "G").mean() > 0.9
         assert 0 < s.soil_moisture.min() and s.soil_moisture.max() < 0.55
+
+
+def test_ismn_stations_of_a_later_end_reproduce_the_common_days(nature):
+    shorter = ismn_stations(NatureRun(SMALL, START, START + timedelta(days=4), seed=7), count=4)
+    for short, long in zip(shorter, ismn_stations(nature, count=4), strict=True):
+        hours = len(short.times)
+        assert (short.lon, short.lat, short.name) == (long.lon, long.lat, long.name)
+        assert short.times == long.times[:hours]
+        np.testing.assert_array_equal(short.soil_moisture, long.soil_moisture[:hours])
+        np.testing.assert_array_equal(short.flags, long.flags[:hours])

@@ -478,19 +478,22 @@ def ismn_stations(nature: NatureRun, count: int = 10) -> list[Station]:
             rows.append(int(r))
             cols.append(int(c))
     rows, cols = np.array(rows), np.array(cols)
+    gain, offset = rng.uniform(0.85, 1.2, count), rng.normal(0, 0.02, count)
+    jitter = rng.uniform(-0.4, 0.4, (2, count)) * fine.grid.cell_size / 111_320.0  # inside the 200 m cell
     first = datetime(nature.start.year, nature.start.month, nature.start.day)
     times = [first + timedelta(hours=i) for i in range(24 * len(nature.days))]
     water = nature.water.subset(rows, cols)
     theta = np.stack([water.at(hours(t)) for t in times])
-    gain, offset = rng.uniform(0.85, 1.2, count), rng.normal(0, 0.02, count)
+    # noise and spikes day by day, each day from its own stream: a later end leaves the common days alone
+    days = [random_stream(nature.seed, "ismn", day.toordinal()) for day in nature.days]
+    noise = np.concatenate([day.normal(0, ISMN_NOISE, (24, count)) for day in days])
+    spikes = np.concatenate([day.random((24, count)) < 0.003 for day in days])
     residual, porosity = statics.residual[rows, cols], statics.porosity[rows, cols]
-    sm = residual + gain * (theta - residual) + offset + rng.normal(0, ISMN_NOISE, theta.shape)
-    spikes = rng.random(theta.shape) < 0.003
+    sm = residual + gain * (theta - residual) + offset + noise
     sm = np.clip(np.where(spikes, sm + 0.08, sm), 0.005, porosity + 0.02)
     flags = np.where(spikes, "D06", np.where(sm >= porosity - 0.005, "D10", "G"))
     lon, lat = fine.grid.lonlat(fine.row0 + rows, fine.col0 + cols)
     classes = statics.cover[rows, cols]
-    jitter = rng.uniform(-0.4, 0.4, (2, count)) * fine.grid.cell_size / 111_320.0  # inside the 200 m cell
     return [
         Station(
             network=ISMN_NETWORK, name=f"Site-{i + 1:02d}", lon=float(lon[i] + jitter[0, i]),
