@@ -447,3 +447,10 @@ def test_write_dataset_versions_a_whole_cube(tmp_path):
     assert [c.snapshot_id for c in store.history(store_url, "visir_model")][:2] == [v2, v1]
     with pytest.raises(ValueError, match="unknown cube"):
         store.write_dataset(store_url, "nonsense", first, provenance={}, message="x")
+
+
+def test_a_store_url_that_cannot_hold_cubes_is_named(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError, match=f"cannot use the cube at {blocker.as_uri()}/{NAME}: .*Not a directory"):
+        store.cube_exists(blocker.as_uri(), NAME)

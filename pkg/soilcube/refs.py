@@ -325,11 +325,19 @@ def reject_granules(archive_url: str, product: str, bad: dict[str, Unreadable],
 def build_references(archive_url: str, products: list[str] | None = None, storage_options: dict | None = None,
                      progress: bool = True) -> RefsReport:
     """Reference every granule of the archive, incrementally: new granules are referenced, changed ones
-    re-referenced, unchanged ones reused; unreadable ones are reported (name → reason) and skipped."""
+    re-referenced, unchanged ones reused; unreadable ones are reported (name → reason) and skipped. An
+    archive with neither granules nor references of any of `products` is an error (nothing is written)."""
     archive = Archive(archive_url, storage_options)
+    readers = [reader(product) for product in products or list(READERS)]  # unknown names fail before any work
+    # a mistyped URL (or a product's folder) must not become an empty archive
+    if not any(archive.list_granules(r.product) or archive.read_index(r.product) for r in readers):
+        raise FileNotFoundError(
+            f"{archive.url} holds no granules or references of {', '.join(r.product for r in readers)}: "
+            "is it the archive's root?"
+        )
     report = RefsReport(archive.url)
-    for product in products or list(READERS):
-        report.products[product] = _update_product(archive, reader(product), progress)
+    for product_reader in readers:
+        report.products[product_reader.product] = _update_product(archive, product_reader, progress)
     return report
 
 

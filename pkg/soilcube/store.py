@@ -109,13 +109,16 @@ def open_repository(
     options serves fsspec and icechunk alike. Without them, S3 credentials come from the environment.
     """
     storage = _storage(url, storage_options or {})
-    if create:
-        if icechunk.Repository.exists(storage):
-            raise FileExistsError(f"a cube already exists at {url}")
-        return icechunk.Repository.create(storage)
-    if not icechunk.Repository.exists(storage):
-        raise FileNotFoundError(f"no cube (icechunk repository) at {url}")
-    return icechunk.Repository.open(storage)
+    try:
+        if create:
+            if icechunk.Repository.exists(storage):
+                raise FileExistsError(f"a cube already exists at {url}")
+            return icechunk.Repository.create(storage)
+        if not icechunk.Repository.exists(storage):
+            raise FileNotFoundError(f"no cube (icechunk repository) at {url}")
+        return icechunk.Repository.open(storage)
+    except icechunk.IcechunkError as error:  # its message names no path; its first line says what failed
+        raise OSError(f"cannot use the cube at {url}: {str(error).strip().splitlines()[0]}") from error
 
 
 def _storage(url: str, options: Mapping) -> icechunk.Storage:

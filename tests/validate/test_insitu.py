@@ -355,3 +355,10 @@ def test_stratified_scores_per_land_cover_and_core():
     assert len(per_cell) == n_cells and per_cell["landcover"].tolist() == m["landcover"].values.tolist()
     with pytest.raises(ValueError, match="climate"):
         stratified_scores(m, "climate")
+
+
+def test_a_missing_or_empty_ismn_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"no ISMN download at {tmp_path / 'none'}"):
+        read_ismn(tmp_path / "none")
+    with pytest.raises(ValueError, match=rf"no ISMN station files \(\*.stm\) under {tmp_path}"):
+        read_ismn(tmp_path)

@@ -51,6 +51,8 @@ def read_ismn(
     with tempfile.TemporaryDirectory(prefix="soilcube-ismn-") as scratch:
         scratch = Path(scratch)
         data_path = Path(path)
+        if not data_path.exists():
+            raise FileNotFoundError(f"no ISMN download at {path}")
         if data_path.is_dir():
             data_path = _station_tree(data_path, scratch / "data")
         # The metadata csv and log go to the scratch folder, never next to the (possibly read-only) data;
@@ -101,6 +103,8 @@ def _station_tree(folder: Path, into: Path) -> Path:
     put the files straight into the network folder, and there ``ISMN_Interface`` finds no station and
     fails. Network and station come from the file name, exactly where the package reads them."""
     files = [*folder.rglob("*.stm"), *folder.rglob("*_static_variables.csv")]
+    if not files:
+        raise ValueError(f"no ISMN station files (*.stm) under {folder}")
     for file in files:
         _, network, station = file.name.split("_")[:3]
         link = into / network / station / file.name
