@@ -27,6 +27,13 @@ def test_bad_config_files_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="broken.toml is not valid TOML"):
         load_settings(broken)
     unknown = tmp_path / "unknown.toml"
-    unknown.write_text('archve = "typo"\n')
-    with pytest.raises(ValueError, match="archve"):
+    unknown.write_text('archve = "typo"\nn_workers = "two"\n')
+    with pytest.raises(ValueError, match=r"config file .*unknown.toml: .*n_workers: Input should be a valid "
+                                         r"integer.*archve: Extra inputs are not permitted"):
         load_settings(unknown)
+
+
+def test_a_bad_environment_variable_is_named(monkeypatch):
+    monkeypatch.setenv("SOILCUBE_N_WORKERS", "two")
+    with pytest.raises(ValueError, match="environment: SOILCUBE_N_WORKERS: Input should be a valid integer"):
+        load_settings(None)

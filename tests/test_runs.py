@@ -61,6 +61,12 @@ def _copy_of(settings: Settings, tmp_path: Path, **changes) -> Settings:
     return settings.model_copy(update={"store": (tmp_path / "cubes").as_uri(), **changes})
 
 
+def test_a_run_without_a_model_says_to_fit_one(tmp_path):
+    settings = Settings(archive=(tmp_path / "archive").as_uri(), store=(tmp_path / "cubes").as_uri())
+    with pytest.raises(FileNotFoundError, match=r"visir_model: fit the model first \(soilcube run model\)"):
+        runs.downscale_days(settings, DAYS[:1])
+
+
 def test_model_fit_is_physical_and_versioned(downscaled):
     model = open_cube(store.cube_url(downscaled.store, "visir_model")).load()
     fitted = model["n"] >= 9
@@ -117,6 +123,18 @@ def test_backfill_is_resumable(downscaled):
     assert runs.month_committed(downscaled, 2016, 6, DAYS[0], DAYS[-1])
     assert runs.backfill_month(downscaled, 2016, 6, DAYS[0], DAYS[-1]) == {}
     assert [c.snapshot_id for c in store.history(downscaled.store, "downscaled_1km")] == before
+
+
+def test_the_backfill_verb_reports_each_month_as_it_ends(downscaled):
+    result = CliRunner().invoke(
+        app,
+        ["run", "backfill", "--start", "2016-06-01", "--end", "2016-06-06", "--archive", downscaled.archive,
+         "--store", downscaled.store],
+        env={"SOILCUBE_N_WORKERS": "1"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "2016-06: already committed, skipped" in result.output
+    assert "1/1 months" in result.output  # the progress bar, at its end
 
 
 def test_validation_report_scores_every_product_on_common_samples(downscaled, pristine_archive, tmp_path):
@@ -375,9 +393,12 @@ def test_a_failed_month_does_not_stop_the_backfill(downscaled, monkeypatch):
         return backfill_month(settings, year, month, *bounds)
 
     monkeypatch.setattr(runs, "backfill_month", recorded)
+    heard = []
     with pytest.raises(runs.BackfillError, match=FAILED_APRIL_AND_MAY):
-        runs.backfill(downscaled, date(2016, 4, 30), date(2016, 5, 1))
+        runs.backfill(downscaled, date(2016, 4, 30), date(2016, 5, 1),
+                      on_month=lambda month, outcome: heard.append((month, type(outcome).__name__)))
     assert tried == [4, 5]
+    assert heard == [("2016-04", "MissingInputs"), ("2016-05", "MissingInputs")]
 
 
 def test_an_nrt_run_failing_the_qc_gate_commits_no_slice(fitted, tmp_path):

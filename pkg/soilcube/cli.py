@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from soilcube.config import Settings, load_settings
@@ -21,8 +31,49 @@ app.add_typer(bench_app, name="bench")
 # Wide enough for the tables when the output is a file or a CI log (rich falls back to 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 150)
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML settings file", exists=True)]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="TOML settings file", exists=True, dir_okay=False)
+]
 ArchiveOption = Annotated[str | None, typer.Option(help="archive URL (file://… or s3://…)")]
+DAY_FORMAT = ["%Y-%m-%d"]
+StartOption = Annotated[datetime, typer.Option(formats=DAY_FORMAT, help="first day, YYYY-MM-DD")]
+EndOption = Annotated[datetime, typer.Option(formats=DAY_FORMAT, help="last day, YYYY-MM-DD")]
+# What a user can get wrong (a path, a value, a missing input, a failed run): said in one line, no traceback.
+USER_ERRORS = (ValueError, OSError, RuntimeError)
+
+
+def main() -> None:
+    """The `soilcube` command: the app, with an error it raises said in one line on stderr (exit 1);
+    SOILCUBE_DEBUG=1 shows the traceback instead."""
+    import icechunk
+
+    from soilcube.sources import GranuleError
+
+    try:
+        app()
+    except (*USER_ERRORS, GranuleError, icechunk.IcechunkError) as error:
+        if os.environ.get("SOILCUBE_DEBUG"):
+            raise
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True, highlight=False)
+        sys.exit(1)
+
+
+def _days(start: datetime, end: datetime) -> tuple[date, date]:
+    if end < start:
+        raise typer.BadParameter(f"{end:%Y-%m-%d} is before --start {start:%Y-%m-%d}", param_hint="'--end'")
+    return start.date(), end.date()
+
+
+def _checked_region(value: str | None, option: str) -> str | None:
+    """`value` if it names a region or is a W,S,E,N box, else a usage error on `option`."""
+    from soilcube.grids import region
+
+    if value is not None:
+        try:
+            region(value)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint=f"'{option}'") from None
+    return value
 
 
 def _settings(config: Path | None, **overrides) -> Settings:
@@ -41,31 +92,47 @@ def _products(value: str | None) -> list[str] | None:
 
 @app.command()
 def synth(
-    start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD")],
-    end: Annotated[str, typer.Option(help="last day, YYYY-MM-DD")],
+    start: StartOption,
+    end: EndOption,
     archive: ArchiveOption = None,
     region: Annotated[str | None, typer.Option(
         help="named region (oklahoma; conus is too large for the 200 m nature run)")] = None,
     bbox: Annotated[str | None, typer.Option(help="W,S,E,N instead of a named region")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed of the nature run")] = None,
-    gldas_years: Annotated[int | None, typer.Option(help="years of GLDAS record before --start")] = None,
+    gldas_years: Annotated[
+        float | None, typer.Option(help="years of GLDAS record before --start (fractions allowed)")
+    ] = None,
     products: Annotated[str | None, typer.Option(help="comma-separated subset of products")] = None,
     lst_noise_k: Annotated[float | None, typer.Option(
         help="VIIRS LST per-pixel noise σ (K), for sensitivity experiments (default: the "
              "observation model's, docs/synthetic-archive.md)")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="write into an archive that holds granules already (same names are replaced)")] = False,
     config: ConfigOption = None,
 ):
     """Synthesize a granule archive in the real layouts from a nature run (the truth is saved too)."""
+    import fsspec
+
     from soilcube.grids import region as make_region
-    from soilcube.synth.archive import build_archive
+    from soilcube.synth.archive import GRANULE_PRODUCTS, build_archive
     from soilcube.synth.observe import LST_NOISE_K
 
-    s = _settings(config, archive=archive, region=bbox or region, seed=seed, gldas_years=gldas_years)
+    if region and bbox:
+        raise typer.BadParameter("give --region or --bbox, not both", param_hint="'--bbox'")
+    first, last = _days(start, end)
+    place = _checked_region(bbox, "--bbox") or _checked_region(region, "--region")
+    s = _settings(config, archive=archive, region=place, seed=seed, gldas_years=gldas_years)
+    target = _require(s.archive, "archive")
+    fs, root = fsspec.core.url_to_fs(target, **s.storage_options)
+    held = [name for name in (*GRANULE_PRODUCTS, "truth.zarr") if fs.exists(f"{root.rstrip('/')}/{name}")]
+    if held and not overwrite:  # another run's granules would be mixed with this one's
+        raise typer.BadParameter(f"{target} holds an archive already ({', '.join(held)}); "
+                                 "pass --overwrite to write into it", param_hint="'--archive'")
     summary = build_archive(
         make_region(s.region),
-        date.fromisoformat(start),
-        date.fromisoformat(end),
-        _require(s.archive, "archive"),
+        first,
+        last,
+        target,
         seed=s.seed,
         gldas_years=s.gldas_years,
         storage_options=s.storage_options,
@@ -102,12 +169,13 @@ def demo(
         bool, typer.Option(help="run against an embedded S3 server (SeaweedFS) on loopback")
     ] = False,
     seed: Annotated[int, typer.Option(help="random seed of the nature run")] = 0,
-    start: Annotated[str, typer.Option(help="first day")] = "2016-06-01",
-    end: Annotated[str, typer.Option(help="last day")] = "2016-06-30",
+    start: Annotated[datetime, typer.Option(formats=DAY_FORMAT, help="first day")] = datetime(2016, 6, 1),
+    end: Annotated[datetime, typer.Option(formats=DAY_FORMAT, help="last day")] = datetime(2016, 6, 30),
 ):
     """The whole chain on a synthetic month over Oklahoma: synthesize, reference, fit, backfill, validate."""
     from soilcube.demo import run_demo
 
+    first, last = _days(start, end)
     workdir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         storage_options: dict = {}
@@ -122,8 +190,8 @@ def demo(
         scores = run_demo(
             root,
             workdir,
-            date.fromisoformat(start),
-            date.fromisoformat(end),
+            first,
+            last,
             seed=seed,
             storage_options=storage_options,
             console=console,
@@ -142,6 +210,7 @@ def _run_settings(
     config: Path | None, archive: str | None, store: str | None, region: str | None
 ) -> Settings:
     s = _settings(config, archive=archive, store=store, region=region)
+    _checked_region(s.region, "--region")  # given here, in the environment or in the file
     _require(s.archive, "archive")
     _require(s.store, "store")
     return s
@@ -167,8 +236,8 @@ def run_model(
 
 @run_app.command("backfill")
 def run_backfill(
-    start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD")],
-    end: Annotated[str, typer.Option(help="last day, YYYY-MM-DD")],
+    start: StartOption,
+    end: EndOption,
     archive: ArchiveOption = None,
     store: StoreOption = None,
     products: Annotated[str, typer.Option(help="products to make (visir)")] = "visir",
@@ -183,32 +252,38 @@ def run_backfill(
     unknown = set(_products(products)) - {"visir"}
     if unknown:
         raise typer.BadParameter(f"products {sorted(unknown)} are not available; available: visir")
+    first, last = _days(start, end)
     s = _run_settings(config, archive, store, region)
-    first, last = date.fromisoformat(start), date.fromisoformat(end)
-    with dask_client(s.scheduler_address, s.n_workers, console=console):
-        for month, commits in runs.backfill(s, first, last).items():
-            console.print(
-                f"{month}: "
-                + (", ".join(f"{k} {v}" for k, v in commits.items()) or "already committed, skipped")
-            )
+    progress = Progress(TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TextColumn("months"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    with dask_client(s.scheduler_address, s.n_workers, console=console), progress:
+        task = progress.add_task("backfill", total=len(runs.months(first, last)))
+
+        def month_ended(month: str, outcome: dict | Exception) -> None:
+            if not isinstance(outcome, Exception):  # (a failure is logged by the backfill itself)
+                said = ", ".join(f"{k} {v}" for k, v in outcome.items()) or "already committed, skipped"
+                progress.console.print(f"{month}: {said}", soft_wrap=True)
+            progress.advance(task)
+
+        runs.backfill(s, first, last, on_month=month_ended)
 
 
 @run_app.command("nrt")
 def run_nrt(
-    run_date: Annotated[str | None, typer.Option("--date", help="run date (default: today, UTC)")] = None,
+    run_date: Annotated[
+        datetime | None, typer.Option("--date", formats=DAY_FORMAT, help="run date (default: today, UTC)")
+    ] = None,
     archive: ArchiveOption = None,
     store: StoreOption = None,
     region: RegionOption = None,
     config: ConfigOption = None,
 ):
     """The daily near-real-time run: update references, downscale run date − 3 days (and re-check 2)."""
-    from datetime import UTC, datetime
-
     from soilcube import runs
     from soilcube.cluster import dask_client
 
     s = _run_settings(config, archive, store, region)
-    day = date.fromisoformat(run_date) if run_date else datetime.now(UTC).date()
+    day = run_date.date() if run_date else datetime.now(UTC).date()
     with dask_client(s.scheduler_address, s.n_workers, console=console):
         commits = runs.nrt(s, day)
     made = ", ".join(f"{k} {v}" for k, v in commits.items())
@@ -222,7 +297,7 @@ def validate(
     truth: Annotated[
         str | None, typer.Option(help="truth cube URL (synthetic archive: <archive>/truth.zarr)")
     ] = None,
-    insitu: Annotated[Path | None, typer.Option(help="ISMN download folder or zip")] = None,
+    insitu: Annotated[Path | None, typer.Option(help="ISMN download folder or zip", exists=True)] = None,
     archive: Annotated[
         str | None,
         typer.Option(help="granule archive URL (or SOILCUBE_ARCHIVE, the config's archive): also score "
@@ -236,6 +311,10 @@ def validate(
     from soilcube.validate.osse import validate_store
 
     s = _settings(config, store=store, archive=archive)
+    if not (truth or insitu or s.archive):
+        raise typer.BadParameter("nothing to score against: give --truth, --insitu and/or --archive")
+    if json_file and not json_file.parent.is_dir():
+        raise typer.BadParameter(f"folder {json_file.parent} does not exist", param_hint="'--json'")
     scores = validate_store(
         _require(s.store, "store"),
         out,

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,9 +43,26 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             raise FileNotFoundError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as error:
             raise ValueError(f"config file {path} is not valid TOML: {error}") from None
-    environment = Settings().model_dump(exclude_unset=True)
+    try:
+        environment = Settings().model_dump(exclude_unset=True)
+    except ValidationError as error:
+        raise ValueError(f"environment: {_problems(error, 'SOILCUBE_')}") from None
+    if file_values:
+        try:
+            Settings(**file_values)  # its own mistakes named as its own (the environment's are checked above)
+        except ValidationError as error:
+            raise ValueError(f"config file {config_file}: {_problems(error)}") from None
     explicit = {k: v for k, v in overrides.items() if v is not None}
     return Settings(**_merged(_merged(file_values, environment), explicit))
+
+
+def _problems(error: ValidationError, prefix: str = "") -> str:
+    """pydantic's errors in one line, each with the key (or, with `prefix`, the variable) it is about."""
+    def key(location) -> str:
+        name = "__".join(str(part) for part in location)
+        return f"{prefix}{name.upper()}" if prefix else name
+
+    return "; ".join(f"{key(e['loc'])}: {e['msg']}" for e in error.errors())
 
 
 def _merged(base: dict, update: dict) -> dict:

@@ -220,8 +220,12 @@ def region(name_or_bbox: str) -> Region:
     if name_or_bbox in REGIONS:
         return REGIONS[name_or_bbox]
     parts = name_or_bbox.split(",")
-    if len(parts) == 4:
-        return region_from_bbox(*(float(p) for p in parts))
+    if len(parts) > 1:
+        try:
+            west, south, east, north = (float(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"bounding box {name_or_bbox!r} is not four numbers W,S,E,N (degrees)") from None
+        return region_from_bbox(west, south, east, north)
     raise ValueError(f"unknown region {name_or_bbox!r}; give one of {', '.join(REGIONS)} or 'W,S,E,N'")
 
 

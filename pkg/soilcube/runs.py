@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import logging
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import NamedTuple
 
@@ -99,6 +100,7 @@ def fit_model(settings: Settings, *, by_month: bool = False) -> str:
     """Fit θ = a0 + a1·dT per GLDAS cell × vegetation class × overpass (× month) on the archive's whole
     GLDAS record over the region; write the `visir_model` cube; return the commit id."""
     area = region(settings.region)
+    store.cube_exists(settings.store, "visir_model", storage_options=settings.storage_options)  # usable?
     gldas_versions = granule_versions(settings, "gldas")
     ndvi_versions = granule_versions(settings, "ltdr_ndvi")
     gldas_urls, ndvi_urls = list(gldas_versions), list(ndvi_versions)
@@ -353,9 +355,11 @@ def _ensure_cube(settings: Settings, name: str, window: Window) -> None:
 
 def model_snapshot(settings: Settings) -> str:
     """The snapshot id of the current VIS/IR model."""
-    return store.history(settings.store, "visir_model", storage_options=settings.storage_options)[
-        0
-    ].snapshot_id
+    try:
+        history = store.history(settings.store, "visir_model", storage_options=settings.storage_options)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}: fit the model first (soilcube run model)") from None
+    return history[0].snapshot_id
 
 
 def model_version(settings: Settings) -> tuple[xr.Dataset, str]:
@@ -545,10 +549,17 @@ class BackfillError(RuntimeError):
     """Months of a backfill that failed; the other months were committed."""
 
 
-def backfill(settings: Settings, start: date, end: date) -> dict[str, dict[str, str]]:
+def backfill(
+    settings: Settings,
+    start: date,
+    end: date,
+    *,
+    on_month: Callable[[str, dict | Exception], None] | None = None,
+) -> dict[str, dict[str, str]]:
     """Backfill [start, end] month by month as 'final' slices: {'YYYY-MM': {cube: commit id}}, {} for a
     month already committed. A month that fails does not stop the others: they are all tried, then
-    BackfillError names each failed month and its error (a rerun retries only those)."""
+    BackfillError names each failed month and its error (a rerun retries only those). `on_month(label,
+    outcome)` hears of each month as it ends (its commits, or its error): progress for long backfills."""
     done, failed = {}, {}
     for year, month in months(start, end):
         label = f"{year}-{month:02d}"
@@ -557,6 +568,8 @@ def backfill(settings: Settings, start: date, end: date) -> dict[str, dict[str, 
         except Exception as error:
             log.error("%s failed: %s", label, error)
             failed[label] = error
+        if on_month is not None:
+            on_month(label, failed[label] if label in failed else done[label])
     if failed:
         raise BackfillError(backfill_failure(failed, done))
     return done
