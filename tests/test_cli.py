@@ -4,14 +4,21 @@ one line without a traceback (exit 1), and neither writes anything."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from soilcube.cli import app
 
-SOILCUBE = Path(sys.executable).parent / "soilcube"  # the installed command (`main`)
+# the `soilcube` command as installed: `main` (CliRunner runs `app`, whose errors `main` says in one line)
+SOILCUBE = [sys.executable, "-c", "import sys; from soilcube.cli import main; sys.argv[0] = 'soilcube'; "
+            "main()"]
+
+
+@pytest.fixture(autouse=True)
+def no_settings_from_the_environment(monkeypatch):
+    for name in [n for n in os.environ if n.startswith("SOILCUBE_")]:
+        monkeypatch.delenv(name)
 
 
 def invoke(*args: str):
@@ -46,6 +53,10 @@ ARCHIVE, FOLDER = "<archive>", "<folder>"  # replaced by the URL and path of a f
         (["run", "model", "--region", "texas", "--archive", ARCHIVE, "--store", "file:///s"],
          "unknown region 'texas'"),
         (["validate", "--out", FOLDER, "--store", "file:///s"], "nothing to score against"),
+        (["validate", "--out", FOLDER, "--store", "file:///s", "--archive", ARCHIVE],
+         "nothing to score against"),
+        (["refs", "--archive", ARCHIVE, "--products", "smap_l4,viirs"], "unknown ['viirs']; known: smap_l2e"),
+        (["synth", *DAYS, "--products", "smap", "--archive", ARCHIVE], "unknown ['smap']; known: smap_l2e"),
         (["validate", "--out", FOLDER, "--store", "file:///s", "--insitu", "no-such-folder"],
          "Invalid value for '--insitu'"),
     ],
@@ -73,16 +84,16 @@ def test_refs_of_a_mistyped_archive_says_so_in_one_line_and_writes_nothing(tmp_p
         target.mkdir()
         (target / "SMAP_L4_SM_gph_20160601T013000_Vv8010_001.h5").write_bytes(b"granule")
     before = sorted(tmp_path.rglob("*"))
-    run = subprocess.run([str(SOILCUBE), "refs", "--archive", target.as_uri()], capture_output=True,
-                         text=True, env={**os.environ, "SOILCUBE_DEBUG": ""})
+    run = subprocess.run([*SOILCUBE, "refs", "--archive", target.as_uri()], capture_output=True, text=True)
     assert run.returncode == 1
     assert run.stderr.startswith("error: ") and "Traceback" not in run.stderr + run.stdout
+    assert "(SOILCUBE_DEBUG=1 shows the traceback)" in run.stderr
     assert f"{target.as_uri()} holds no granules or references" in flat(run.stderr)
     assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_soilcube_debug_shows_the_traceback(tmp_path):
-    run = subprocess.run([str(SOILCUBE), "open", (tmp_path / "cube").as_uri()], capture_output=True,
-                         text=True, env={**os.environ, "SOILCUBE_DEBUG": "1"})
+    run = subprocess.run([*SOILCUBE, "open", (tmp_path / "cube").as_uri()], capture_output=True, text=True,
+                         env={**os.environ, "SOILCUBE_DEBUG": "1"})
     assert run.returncode == 1
     assert "Traceback" in run.stderr and "no cube (icechunk repository)" in run.stderr

@@ -38,24 +38,33 @@ ArchiveOption = Annotated[str | None, typer.Option(help="archive URL (file://…
 DAY_FORMAT = ["%Y-%m-%d"]
 StartOption = Annotated[datetime, typer.Option(formats=DAY_FORMAT, help="first day, YYYY-MM-DD")]
 EndOption = Annotated[datetime, typer.Option(formats=DAY_FORMAT, help="last day, YYYY-MM-DD")]
-# What a user can get wrong (a path, a value, a missing input, a failed run): said in one line, no traceback.
-USER_ERRORS = (ValueError, OSError, RuntimeError)
+REGION_SETTING = "'--region' (or SOILCUBE_REGION, the config's region)"
 
 
 def main() -> None:
-    """The `soilcube` command: the app, with an error it raises said in one line on stderr (exit 1);
-    SOILCUBE_DEBUG=1 shows the traceback instead."""
-    import icechunk
+    """The `soilcube` command: the app, with an error of the work (a path, a value, a missing input, a
+    failed run) said on stderr without a traceback (exit 1); SOILCUBE_DEBUG=1 shows the traceback."""
+    try:
+        app()
+    except Exception as error:
+        if os.environ.get("SOILCUBE_DEBUG") or not _said_plainly(error):
+            raise
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(error) or type(error).__name__)}")
+        for note in getattr(error, "__notes__", []):
+            err.print(f"  {escape(note)}")
+        err.print("[dim](SOILCUBE_DEBUG=1 shows the traceback)[/dim]")
+        sys.exit(1)
+
+
+def _said_plainly(error: Exception) -> bool:
+    """Errors of the work, not of the code (those keep their traceback)."""
+    import icechunk  # here, not at import: `soilcube --help` stays fast
 
     from soilcube.sources import GranuleError
 
-    try:
-        app()
-    except (*USER_ERRORS, GranuleError, icechunk.IcechunkError) as error:
-        if os.environ.get("SOILCUBE_DEBUG"):
-            raise
-        Console(stderr=True).print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True, highlight=False)
-        sys.exit(1)
+    of_the_work = (ValueError, OSError, RuntimeError, GranuleError, icechunk.IcechunkError)
+    return isinstance(error, of_the_work) and not isinstance(error, (NotImplementedError, RecursionError))
 
 
 def _days(start: datetime, end: datetime) -> tuple[date, date]:
@@ -64,16 +73,25 @@ def _days(start: datetime, end: datetime) -> tuple[date, date]:
     return start.date(), end.date()
 
 
-def _checked_region(value: str | None, option: str) -> str | None:
-    """`value` if it names a region or is a W,S,E,N box, else a usage error on `option`."""
+def _checked_region(value: str | None, where: str) -> str | None:
+    """`value` if it names a region or is a W,S,E,N box, else a usage error saying `where` it came from."""
     from soilcube.grids import region
 
     if value is not None:
         try:
             region(value)
         except ValueError as error:
-            raise typer.BadParameter(str(error), param_hint=f"'{option}'") from None
+            raise typer.BadParameter(str(error), param_hint=where) from None
     return value
+
+
+def _checked_products(value: str | None, known) -> list[str] | None:
+    """The comma-separated `--products`, each one of `known`, else a usage error."""
+    products = _products(value)
+    unknown = sorted(set(products or ()) - set(known))
+    if unknown:
+        raise typer.BadParameter(f"unknown {unknown}; known: {', '.join(known)}", param_hint="'--products'")
+    return products
 
 
 def _settings(config: Path | None, **overrides) -> Settings:
@@ -111,20 +129,19 @@ def synth(
     config: ConfigOption = None,
 ):
     """Synthesize a granule archive in the real layouts from a nature run (the truth is saved too)."""
-    import fsspec
-
     from soilcube.grids import region as make_region
-    from soilcube.synth.archive import GRANULE_PRODUCTS, build_archive
+    from soilcube.synth.archive import PRODUCTS, archive_folders, build_archive
     from soilcube.synth.observe import LST_NOISE_K
 
     if region and bbox:
         raise typer.BadParameter("give --region or --bbox, not both", param_hint="'--bbox'")
     first, last = _days(start, end)
-    place = _checked_region(bbox, "--bbox") or _checked_region(region, "--region")
+    wanted = _checked_products(products, PRODUCTS)
+    place = _checked_region(bbox, "'--bbox'") or _checked_region(region, "'--region'")
     s = _settings(config, archive=archive, region=place, seed=seed, gldas_years=gldas_years)
+    _checked_region(s.region, REGION_SETTING)
     target = _require(s.archive, "archive")
-    fs, root = fsspec.core.url_to_fs(target, **s.storage_options)
-    held = [name for name in (*GRANULE_PRODUCTS, "truth.zarr") if fs.exists(f"{root.rstrip('/')}/{name}")]
+    held = archive_folders(target, s.storage_options)
     if held and not overwrite:  # another run's granules would be mixed with this one's
         raise typer.BadParameter(f"{target} holds an archive already ({', '.join(held)}); "
                                  "pass --overwrite to write into it", param_hint="'--archive'")
@@ -136,7 +153,7 @@ def synth(
         seed=s.seed,
         gldas_years=s.gldas_years,
         storage_options=s.storage_options,
-        products=_products(products),
+        products=wanted,
         lst_noise_k=LST_NOISE_K if lst_noise_k is None else lst_noise_k,
     )
     _print_summary("synthetic archive", summary)
@@ -151,12 +168,14 @@ def refs(
     """Build or update the kerchunk references of an archive (incremental). Lists each granule that cannot
     be read, with the reason, and exits 1 while the archive holds one."""
     from soilcube.refs import build_references
+    from soilcube.sources import READERS
 
     s = _settings(config, archive=archive)
-    report = build_references(_require(s.archive, "archive"), _products(products), s.storage_options)
+    wanted = _checked_products(products, list(READERS))
+    report = build_references(_require(s.archive, "archive"), wanted, s.storage_options)
     _print_summary("references", report)
-    for name, reason in report.failed.items():
-        console.print(f"[red]unreadable granule[/red] {name}: {reason}", soft_wrap=True)
+    for name, reason in report.failed.items():  # (reasons are any library's words: no markup)
+        console.print(f"[red]unreadable granule[/red] {escape(name)}: {escape(reason)}", soft_wrap=True)
     if report.failed:
         raise typer.Exit(code=1)
 
@@ -169,8 +188,10 @@ def demo(
         bool, typer.Option(help="run against an embedded S3 server (SeaweedFS) on loopback")
     ] = False,
     seed: Annotated[int, typer.Option(help="random seed of the nature run")] = 0,
-    start: Annotated[datetime, typer.Option(formats=DAY_FORMAT, help="first day")] = datetime(2016, 6, 1),
-    end: Annotated[datetime, typer.Option(formats=DAY_FORMAT, help="last day")] = datetime(2016, 6, 30),
+    start: Annotated[datetime, typer.Option(formats=DAY_FORMAT, help="first day", show_default="2016-06-01")
+                     ] = datetime(2016, 6, 1),
+    end: Annotated[datetime, typer.Option(formats=DAY_FORMAT, help="last day", show_default="2016-06-30")
+                   ] = datetime(2016, 6, 30),
 ):
     """The whole chain on a synthetic month over Oklahoma: synthesize, reference, fit, backfill, validate."""
     from soilcube.demo import run_demo
@@ -210,7 +231,7 @@ def _run_settings(
     config: Path | None, archive: str | None, store: str | None, region: str | None
 ) -> Settings:
     s = _settings(config, archive=archive, store=store, region=region)
-    _checked_region(s.region, "--region")  # given here, in the environment or in the file
+    _checked_region(s.region, REGION_SETTING)
     _require(s.archive, "archive")
     _require(s.store, "store")
     return s
@@ -311,8 +332,8 @@ def validate(
     from soilcube.validate.osse import validate_store
 
     s = _settings(config, store=store, archive=archive)
-    if not (truth or insitu or s.archive):
-        raise typer.BadParameter("nothing to score against: give --truth, --insitu and/or --archive")
+    if not (truth or insitu):
+        raise typer.BadParameter("nothing to score against: give --truth and/or --insitu")
     if json_file and not json_file.parent.is_dir():
         raise typer.BadParameter(f"folder {json_file.parent} does not exist", param_hint="'--json'")
     scores = validate_store(

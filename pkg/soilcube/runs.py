@@ -100,7 +100,8 @@ def fit_model(settings: Settings, *, by_month: bool = False) -> str:
     """Fit θ = a0 + a1·dT per GLDAS cell × vegetation class × overpass (× month) on the archive's whole
     GLDAS record over the region; write the `visir_model` cube; return the commit id."""
     area = region(settings.region)
-    store.cube_exists(settings.store, "visir_model", storage_options=settings.storage_options)  # usable?
+    # fails now, naming the store, if it cannot hold cubes (not after the long fit)
+    store.cube_exists(settings.store, "visir_model", storage_options=settings.storage_options)
     gldas_versions = granule_versions(settings, "gldas")
     ndvi_versions = granule_versions(settings, "ltdr_ndvi")
     gldas_urls, ndvi_urls = list(gldas_versions), list(ndvi_versions)
@@ -230,7 +231,8 @@ def _viirs(settings: Settings, days: list[date], window: Window,
                             variables=INPUTS["viirs_lai"].variables)["Lai"]
         lai = lai_of_days(lai, days)
     else:  # as a day without a composite: every pixel takes class 0, whichever days the run covers
-        lai = xr.full_like(lst_day, np.nan)
+        lai = xr.full_like(lst_day, np.nan).drop_vars("day_night", errors="ignore").rename("Lai")
+        lai.attrs = {}
     return dts, vegetation_class(lai, method="lai_minmax")
 
 
@@ -415,7 +417,7 @@ def downscale_days(
             raise
         staged = _stage_days(settings, days, status, key, model, rejected)
     # committed only when both are staged; one after the other, not as one transaction: a conflict with a
-    # concurrent run at the second commit leaves the first made (the next run makes those days again)
+    # concurrent run at the second commit leaves the first made (a retry or a backfill makes the days again)
     commits = {name: staged_slices.commit() for name, staged_slices in staged.items()}
     return {name: commit for name, commit in commits.items() if commit is not None}
 
@@ -472,14 +474,14 @@ def _stage_days(
             message=f"{name}: {days[0]} … {days[-1]} ({status})",
             storage_options=settings.storage_options,
         )
-    if status == "nrt":
-        _check_qc(settings, products["downscaled_1km"], staged)
+        if status == "nrt":  # after each cube (1 km first): a failing gate costs no further cube's work
+            _check_qc(settings, products["downscaled_1km"], staged)
     return staged
 
 
 def _check_qc(settings: Settings, slices_1km: xr.Dataset, staged: dict[str, store.StagedSlices]) -> None:
-    """The NRT QC gate over the days the run is about to commit to either cube: those staged, not those
-    asked for (a backfill may have made some final since, and staging leaves final days alone)."""
+    """The NRT QC gate over the days the run is about to commit to the cubes staged so far: those staged,
+    not those asked for (a backfill may have made some final since, and staging leaves final days alone)."""
     times = np.unique(np.concatenate([s.times for s in staged.values()]))
     if not times.size:
         return

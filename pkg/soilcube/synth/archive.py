@@ -318,11 +318,23 @@ def write_campaign(archive: str, nature: NatureRun, t: datetime, sm: np.ndarray,
 # --- the build --------------------------------------------------------------------------------------------
 
 
+def _folder(product: str) -> str:
+    """A product's folder in the archive."""
+    return "truth.zarr" if product == "truth" else product
+
+
+def archive_folders(archive: str, storage_options: dict | None = None) -> list[str]:
+    """The folders of an archive (products' and the references') that `archive` holds already."""
+    fs, root = fsspec.core.url_to_fs(archive, **(storage_options or {}))
+    folders = [*(_folder(p) for p in PRODUCTS), "refs"]
+    return [name for name in folders if fs.exists(f"{root.rstrip('/')}/{name}")]
+
+
 def _sizes(archive: str, storage_options: dict | None, products: Iterable[str]) -> dict[str, int]:
     fs, root = fsspec.core.url_to_fs(archive, **(storage_options or {}))
     sizes = {}
     for p in products:
-        folder = f"{root}/truth.zarr" if p == "truth" else f"{root}/{p}"
+        folder = f"{root}/{_folder(p)}"
         sizes[p] = int(fs.du(folder, total=True)) if fs.exists(folder) else 0
     return sizes
 

@@ -485,9 +485,9 @@ def ismn_stations(nature: NatureRun, count: int = 10) -> list[Station]:
     water = nature.water.subset(rows, cols)
     theta = np.stack([water.at(hours(t)) for t in times])
     # noise and spikes day by day, each day from its own stream: a later end leaves the common days alone
-    days = [random_stream(nature.seed, "ismn", day.toordinal()) for day in nature.days]
-    noise = np.concatenate([day.normal(0, ISMN_NOISE, (24, count)) for day in days])
-    spikes = np.concatenate([day.random((24, count)) < 0.003 for day in days])
+    day_streams = [random_stream(nature.seed, "ismn", day.toordinal()) for day in nature.days]
+    noise = np.concatenate([stream.normal(0, ISMN_NOISE, (24, count)) for stream in day_streams])
+    spikes = np.concatenate([stream.random((24, count)) < 0.003 for stream in day_streams])
     residual, porosity = statics.residual[rows, cols], statics.porosity[rows, cols]
     sm = residual + gain * (theta - residual) + offset + noise
     sm = np.clip(np.where(spikes, sm + 0.08, sm), 0.005, porosity + 0.02)

@@ -102,10 +102,10 @@ def _station_tree(folder: Path, into: Path) -> Path:
     Real downloads already have that tree, but single-station samples (like the package's own test data)
     put the files straight into the network folder, and there ``ISMN_Interface`` finds no station and
     fails. Network and station come from the file name, exactly where the package reads them."""
-    files = [*folder.rglob("*.stm"), *folder.rglob("*_static_variables.csv")]
-    if not files:
+    stations = list(folder.rglob("*.stm"))
+    if not stations:
         raise ValueError(f"no ISMN station files (*.stm) under {folder}")
-    for file in files:
+    for file in [*stations, *folder.rglob("*_static_variables.csv")]:
         _, network, station = file.name.split("_")[:3]
         link = into / network / station / file.name
         link.parent.mkdir(parents=True, exist_ok=True)
