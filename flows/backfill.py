@@ -1,10 +1,10 @@
 """Flow: reprocess a period, one task per month, resumable.
 
-A month the cubes already hold with the same model and parameters, made from the granules the archive
-offers now (`soilcube.runs.month_committed`), is skipped, so a failed or interrupted backfill is resumed by
-running it again. Months run one after another (each is one commit per cube, and
-commits to one cube do not run concurrently); a month that fails after its retries does not stop the
-others: all are tried, then the flow fails naming each failed month and its error.
+A month the cubes already hold with the same model and parameters, made from the granules the archive offers
+now (`soilcube.runs.month_committed`), is skipped, so a failed or interrupted backfill is resumed by running
+it again. Months run one after another (each is one commit per cube, and commits to one cube do not run
+concurrently); a month that fails after its retries (none for days without inputs: they fail the same way
+again) does not stop the others: all are tried, then the flow fails naming each failed month and its error.
 Slices are marked `final`. References and the model must exist (refs and model flows).
 """
 

@@ -14,6 +14,17 @@ from tasks import run_logger
 SKIPPED = "skipped"
 
 
+def worth_retrying(task, task_run, state) -> bool:
+    """A failed NRT QC gate or days without inputs fail the same way again: no retry for those."""
+    try:
+        state.result()
+    except (runs.QCError, runs.MissingInputs):
+        return False
+    except Exception:
+        return True
+    return True
+
+
 @task(name="fit-visir-model", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
 def fit_model_task(settings: dict, by_month: bool = False) -> str:
     """Fit the VIS/IR model from the GLDAS record; returns the commit id of the `visir_model` cube."""
@@ -27,6 +38,7 @@ def fit_model_task(settings: dict, by_month: bool = False) -> str:
     task_run_name="downscale-{year}-{month:02d}",
     retries=2,
     retry_delay_seconds=10,
+    retry_condition_fn=worth_retrying,
     cache_policy=NO_CACHE,
 )
 def downscale_month_task(
@@ -44,7 +56,8 @@ def downscale_month_task(
     return commits or SKIPPED
 
 
-@task(name="downscale-days", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(name="downscale-days", retries=2, retry_delay_seconds=10, retry_condition_fn=worth_retrying,
+      cache_policy=NO_CACHE)
 def downscale_days_task(settings: dict, days: list[date], status: str = "nrt") -> dict[str, str]:
     """Downscale the given days in one commit per cube (none for a cube where an 'nrt' run finds them all
     'final' already), slices marked `status`."""

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prefect import Flow
 from tasks.refs import build_references_task
-from tasks.visir import SKIPPED, downscale_days_task, downscale_month_task, fit_model_task
+from tasks.visir import SKIPPED, downscale_days_task, downscale_month_task, fit_model_task, worth_retrying
 
 import soilcube.runs as runs
 from soilcube import refs, store
@@ -109,6 +109,16 @@ def test_tasks_retry_and_do_not_cache():
     for task in (build_references_task, fit_model_task, downscale_month_task, downscale_days_task):
         assert task.retries >= 1 and task.retry_delay_seconds
         assert task.cache_policy is NO_CACHE, "the cubes say what is done, not Prefect's cache"
+
+
+def test_downscaling_tasks_do_not_retry_what_fails_the_same_way_again():
+    from prefect.states import Failed
+
+    for task in (downscale_month_task, downscale_days_task):
+        assert task.retry_condition_fn is worth_retrying
+    assert not worth_retrying(None, None, Failed(data=runs.QCError("NRT 2016-06-01 fails the QC gate")))
+    assert not worth_retrying(None, None, Failed(data=runs.MissingInputs("no VIIRS LST granules")))
+    assert worth_retrying(None, None, Failed(data=OSError("the connection was reset")))
 
 
 # -- deployments ---------------------------------------------------------------------------------------------
@@ -361,15 +371,23 @@ def test_backfill_flow_replaces_nrt_with_final_then_skips_the_month(nrt_run, sch
 @pytest.mark.slow
 def test_backfill_flow_tries_every_month_and_fails_naming_the_failed_ones(nrt_run, scheduler, roots):
     from flows.backfill import backfill_flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    # the archive holds no granules of April or May 2016: the April task fails (after its retries) and
-    # the May task still runs (and fails too)
+    # the archive holds no granules of April or May 2016: the April task fails and the May task still
+    # runs (and fails too), each once: days without inputs fail the same way again, so no retry
     state = timed("backfill_flow, failing months", backfill_flow, start=date(2016, 4, 30),
                   end=date(2016, 5, 1), **scheduler)
     assert state.is_failed()
     failed = r"2 of 2 months failed \(2016-04: no VIIRS .*; 2016-05: no VIIRS"
     with pytest.raises(runs.BackfillError, match=failed):
         state.result()
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    assert sorted((t.name, t.run_count) for t in task_runs if t.name.startswith("downscale-")) == [
+        ("downscale-2016-04", 1), ("downscale-2016-05", 1)]
 
 
 @pytest.mark.slow
