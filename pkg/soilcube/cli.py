@@ -322,13 +322,14 @@ def validate(
     archive: Annotated[
         str | None,
         typer.Option(help="granule archive URL (or SOILCUBE_ARCHIVE, the config's archive): also score "
-                          "SMAP L4 bicubic-interpolated to 1 km"),
+                          "SMAP L4 bicubic-interpolated to 1 km, and the 1 km products against its airborne "
+                          "campaign flights"),
     ] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="write {product: {metric: value}}")] = None,
     config: ConfigOption = None,
 ):
-    """Score the cubes (and, with --archive, SMAP L4 bicubic at 1 km) against a truth and/or stations; write
-    a Markdown report with tables and figures."""
+    """Score the cubes (and, with --archive, SMAP L4 bicubic at 1 km) against a truth and/or stations (and,
+    with --archive, the campaign flights); write a Markdown report with tables and figures."""
     from soilcube.validate.osse import validate_store
 
     s = _settings(config, store=store, archive=archive)

@@ -14,6 +14,7 @@ from scipy.special import gammaln
 from typer.testing import CliRunner
 
 from soilcube import refs, store
+from soilcube.access import open_cube
 from soilcube.cli import app
 from soilcube.grids import Region, block_mean
 from soilcube.resample import imresize
@@ -21,6 +22,7 @@ from soilcube.synth.archive import build_archive
 from soilcube.validate.metrics import score
 from soilcube.validate.osse import (
     SCENES_PER_DAY,
+    campaign_scores,
     common_valid,
     cube_window,
     daily_mean,
@@ -37,7 +39,7 @@ FUSED_TIMES = pd.date_range("2016-06-01 01:30", "2016-06-30 22:30", freq="3h")  
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    """Four days of SMAP L4 granules (referenced), the truth and the ISMN stations."""
+    """Four days of SMAP L4 granules (referenced), the truth, the ISMN stations and the campaign flights."""
     root = tmp_path_factory.mktemp("archive")
     build_archive(
         TINY,
@@ -46,7 +48,7 @@ def archive(tmp_path_factory):
         root.as_uri(),
         seed=5,
         gldas_years=0,
-        products=["smap_l4", "truth", "ismn"],
+        products=["smap_l4", "truth", "ismn", "campaign"],
         progress=False,
         workers=2,
     )
@@ -183,6 +185,36 @@ def _write_downscaled(store_url: str, archive, holes: np.ndarray) -> xr.DataArra
     )
     store.write_slices(store_url, "downscaled_1km", slices, provenance={}, message="test", status="final")
     return truth
+
+
+def test_campaign_flights_score_the_am_slice_of_their_day_on_their_box(archive, tmp_path):
+    store_url = (tmp_path / "cubes").as_uri()
+    holes = np.random.default_rng(4).random((4, 2, 72, 72)) < 0.3
+    _write_downscaled(store_url, archive, holes)
+    cube = open_cube(f"{store_url}/downscaled_1km")
+    table = campaign_scores(cube, archive.as_uri(), min_count=3)
+    flights = sorted((archive / "campaign").glob("*.nc"))
+    assert len(flights) == 4 and len(table) == 4 * 3
+    for path in flights:  # read with h5py; the product from the cube by position in the window
+        with h5py.File(path, "r") as f:
+            field, x, y = f["sm"][0], f["x"][:], f["y"][:]
+            stamp = path.stem.rsplit("_", 1)[-1]  # e.g. 20160601T1629: 10:00 local over Oklahoma, same day
+        day = np.datetime64(f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}", "ns")
+        rows, cols = ((np.abs(cube[axis].values[:, None] - values[None, :]) < 1).argmax(0)
+                      for axis, values in (("y", y), ("x", x)))
+        slices = cube.sel(time=day, overpass="AM").load()
+        products = {key: slices[variable].values[np.ix_(rows, cols)]
+                    for key, variable in (("smap_9km", "smap_9km"), ("visir_1km_additive", "sm_additive"),
+                                          ("visir_1km_hybrid", "sm"))}
+        valid = np.isfinite(field) & np.all([np.isfinite(v) for v in products.values()], axis=0)
+        for key, values in products.items():
+            row = table[(table["flight"] == f"{str(day)[:10]}T{stamp[9:11]}:{stamp[11:13]}")
+                        & (table["product"] == key)].iloc[0]
+            p, o = values[valid], field[valid]
+            assert row["n"] == valid.sum() > 100
+            assert row["R"] == pytest.approx(np.corrcoef(p, o)[0, 1], rel=1e-6)
+            assert row["RMSE"] == pytest.approx(np.sqrt(np.mean((p - o) ** 2)), rel=1e-6)
+            assert row["bias"] == pytest.approx(np.mean(p) - np.mean(o), rel=1e-5, abs=1e-7)
 
 
 def test_common_samples_within_each_group_and_not_across(archive, truth_3h, tmp_path):

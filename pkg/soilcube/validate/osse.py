@@ -20,13 +20,18 @@ of each scene, averaged over scenes (`SSD_ref`: the truth's); the artifact index
 
 Station scores (tables, boxplot, time series): visir_1km_hybrid at the AM/PM overpass windows, the 3-hourly
 products against the mean of the two whole hours around each scene, fused_daily against UTC-day means.
+
+Airborne campaign (with `archive_url`, from its `campaign/` flights; `campaign_scores`): spatial scores of the
+1 km daily products against each flight's field, on its box, one table row per flight and product.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -59,6 +64,9 @@ GRIDDED_PRODUCTS = {
     },
 }
 SMAP_L4_VARIABLE = "sm_surface"
+# The flights (10:00 local) are scored against the AM slice (06:00) of their local day, the nearest overpass.
+CAMPAIGN_OVERPASS = "AM"
+CAMPAIGN_METRICS = ("R", "bias", "RMSE", "ubRMSE", "SSD", "SSD_ref", "n")
 SCENES_PER_DAY = 8  # SMAP L4 and the fused cube: 01:30, 04:30 … 22:30 UTC
 TEMPORAL_METRICS = ("R", "R2", "bias", "RMSE", "ubRMSE", "MAE", "KGE", "KGE2012")
 
@@ -108,6 +116,37 @@ def common_valid(products: dict[str, xr.DataArray], truth: xr.DataArray) -> xr.D
     for field in products.values():
         valid = valid & field.notnull()
     return valid
+
+
+def campaign_scores(cube: xr.Dataset, archive_url: str, storage_options: dict | None = None,
+                    min_count: int = 10) -> pd.DataFrame:
+    """Spatial scores of the 1 km daily products (`GRIDDED_PRODUCTS["M01"]` of `cube`, the `downscaled_1km`
+    cube) against each airborne flight of the archive (`campaign/*.nc`, 1 km fields on the M01 grid).
+
+    Per flight: the `CAMPAIGN_OVERPASS` slice of the flight's local solar day (UTC + longitude/15 h at the
+    box's centre), on the flight box, over the pixels where the flight and every product hold a value (one
+    common sample set, as for the truth). One row per flight and product; empty without flights."""
+    fs, root = fsspec.core.url_to_fs(archive_url, **(storage_options or {}))
+    grid, rows = ease2_grid("M01"), []
+    for path in sorted(fs.glob(f"{root.rstrip('/')}/campaign/*.nc")):
+        # the bytes first: h5py reading through fsspec risks the deadlock `cyclic_gc_paused` is about
+        with xr.open_dataset(io.BytesIO(fs.cat_file(path)), engine="h5netcdf") as ds:
+            flight = ds["sm"].isel(time=0).load()
+        lon, _ = grid.lonlat(grid.row_of_y(float(flight.y.mean())), grid.col_of_x(float(flight.x.mean())))
+        local = flight.time.values + np.timedelta64(round(float(lon) / 15 * 3600), "s")
+        day = local.astype("datetime64[D]").astype("datetime64[ns]")
+        if day not in cube.indexes["time"]:
+            continue
+        on_box = cube.sel(time=day, overpass=CAMPAIGN_OVERPASS).reindex(
+            y=flight.y, x=flight.x, method="nearest", tolerance=grid.cell_size / 4
+        )
+        products = {key: on_box[variable].load() for key, (_, variable) in GRIDDED_PRODUCTS["M01"].items()}
+        valid = common_valid(products, flight)
+        for key, product in products.items():
+            scores = score(product.where(valid), flight.where(valid), min_count=min_count)
+            values = {m: float(scores[m]) for m in CAMPAIGN_METRICS} | {"n": int(scores["n"])}
+            rows.append({"flight": str(flight.time.values)[:16], "product": key, **values})
+    return pd.DataFrame(rows, columns=["flight", "product", *CAMPAIGN_METRICS])
 
 
 def daily_mean(field: xr.DataArray, scenes_per_day: int = SCENES_PER_DAY) -> xr.DataArray:
@@ -362,8 +401,9 @@ def validate_store(
     min_count: int = 10,
 ) -> dict:
     """Score the store's cubes (downscaled_1km, downscaled_400m, fused_1km_3h: those that exist) and, with
-    `archive_url`, the archive's SMAP L4 interpolated to 1 km; write the report into `out_dir`; return the
-    JSON scores (`{product: {metric: value}}`, gridded scores against the truth)."""
+    `archive_url`, the archive's SMAP L4 interpolated to 1 km, and the 1 km products against the archive's
+    campaign flights; write the report into `out_dir`; return the JSON scores (`{product: {metric:
+    value}}`, gridded scores against the truth)."""
     cubes = {}
     for name in CUBES:
         try:
@@ -389,6 +429,10 @@ def validate_store(
         groups += _three_hourly_groups(three_hourly, truth_url, storage_options)
         for group in groups:
             _score_group(group, scores, tables, figures, min_count)
+    if archive_url and "downscaled_1km" in cubes:
+        flights = campaign_scores(cubes["downscaled_1km"], archive_url, storage_options, min_count)
+        if not flights.empty:
+            tables["airborne campaign, per flight (1 km, AM slice of the flight's day, spatial)"] = flights
     if insitu_dir:
         products = _station_products(cubes, three_hourly)
         if products:
