@@ -143,6 +143,13 @@ class Archive:
     def refs_url(self, product: str, name: str) -> str:
         return self.fs.unstrip_protocol(f"{self.refs_dir(product)}/{name}")
 
+    def index_path(self, product: str) -> str:
+        return f"{self.refs_dir(product)}/{INDEX_NAME}"
+
+    def holds(self, product: str) -> bool:
+        """Whether the archive has a folder or a reference index of `product` (no listing)."""
+        return self.fs.exists(f"{self.root}/{product}") or self.fs.exists(self.index_path(product))
+
     def list_granules(self, product: str) -> dict[str, dict]:
         """File name → fsspec info of every file in <archive>/<product>/."""
         path = f"{self.root}/{product}"
@@ -156,7 +163,7 @@ class Archive:
     def read_index(self, product: str) -> dict[str, dict]:
         """File name → index row (all values text), empty if the product was never referenced; a granule
         rejected in the version of the file that its row describes reads as failed, with the reason."""
-        path = f"{self.refs_dir(product)}/{INDEX_NAME}"
+        path = self.index_path(product)
         try:
             data = self.fs.cat_file(path)
         except FileNotFoundError:
@@ -192,7 +199,7 @@ class Archive:
     def write_index(self, product: str, rows: dict[str, dict]) -> None:
         """Replace the product's index with `rows` (file name → row), in one atomic write."""
         table = pd.DataFrame(list(rows.values()), columns=list(INDEX_COLUMNS))
-        self.put(f"{self.refs_dir(product)}/{INDEX_NAME}", table.to_csv(index=False).encode())
+        self.put(self.index_path(product), table.to_csv(index=False).encode())
 
     def put(self, path: str, data: bytes) -> None:
         """Write one object whole: a local file by atomic rename, an S3 object by one PUT (atomic)."""
@@ -326,11 +333,11 @@ def build_references(archive_url: str, products: list[str] | None = None, storag
                      progress: bool = True) -> RefsReport:
     """Reference every granule of the archive, incrementally: new granules are referenced, changed ones
     re-referenced, unchanged ones reused; unreadable ones are reported (name → reason) and skipped. An
-    archive with neither granules nor references of any of `products` is an error (nothing is written)."""
+    archive with neither folders nor references of any of `products` is an error (nothing is written)."""
     archive = Archive(archive_url, storage_options)
     readers = [reader(product) for product in products or list(READERS)]  # unknown names fail before any work
     # a mistyped URL (or a product's folder) must not become an empty archive
-    if not any(archive.list_granules(r.product) or archive.read_index(r.product) for r in readers):
+    if not any(archive.holds(r.product) for r in readers):
         raise FileNotFoundError(
             f"{archive.url} holds no granules or references of {', '.join(r.product for r in readers)}: "
             "is it the archive's root?"
