@@ -137,9 +137,8 @@ def synth(
         raise typer.BadParameter("give --region or --bbox, not both", param_hint="'--bbox'")
     first, last = _days(start, end)
     wanted = _checked_products(products, PRODUCTS)
-    place = _checked_region(bbox, "'--bbox'") or _checked_region(region, "'--region'")
-    s = _settings(config, archive=archive, region=place, seed=seed, gldas_years=gldas_years)
-    _checked_region(s.region, REGION_SETTING)
+    s = _settings(config, archive=archive, region=bbox or region, seed=seed, gldas_years=gldas_years)
+    _checked_region(s.region, "'--bbox'" if bbox else "'--region'" if region else REGION_SETTING)
     target = _require(s.archive, "archive")
     held = archive_folders(target, s.storage_options)
     if held and not overwrite:  # another run's granules would be mixed with this one's
@@ -270,9 +269,7 @@ def run_backfill(
     from soilcube import runs
     from soilcube.cluster import dask_client
 
-    unknown = set(_products(products)) - {"visir"}
-    if unknown:
-        raise typer.BadParameter(f"products {sorted(unknown)} are not available; available: visir")
+    _checked_products(products, ["visir"])
     first, last = _days(start, end)
     s = _run_settings(config, archive, store, region)
     progress = Progress(TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TextColumn("months"),
