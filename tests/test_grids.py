@@ -2,6 +2,7 @@
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ from soilcube.grids import (
     Window,
     block_mean,
     ease2_grid,
+    local_solar_dates,
     lookup_blocks,
     parent_index,
     region,
@@ -211,3 +213,11 @@ def test_sinusoidal_blocks_of_the_whole_globe():
     blocks = sinusoidal_blocks(window, 1200)
     assert blocks == lookup_blocks(sinusoidal_lookup(window, 1200))
     assert len({key for key in blocks if 0 <= key[0] < 36}) > 300  # most of the grid's 460 tiles
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1_420_070_400, 1_900_000_000), st.floats(-180, 180))
+def test_local_solar_dates_are_utc_plus_lon_over_15_hours_floored_to_the_day(seconds, lon):
+    utc = np.datetime64(seconds, "s")
+    expected = (pd.Timestamp(utc) + pd.Timedelta(hours=lon / 15)).normalize().to_datetime64()
+    assert local_solar_dates([utc], lon)[0] == expected

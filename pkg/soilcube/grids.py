@@ -229,6 +229,13 @@ def region(name_or_bbox: str) -> Region:
     raise ValueError(f"unknown region {name_or_bbox!r}; give one of {', '.join(REGIONS)} or 'W,S,E,N'")
 
 
+def local_solar_dates(times, lon: float) -> np.ndarray:
+    """The local solar date (as datetime64[ns] midnights) at longitude `lon` of UTC instants `times`:
+    UTC + lon/15 hours."""
+    offset = np.timedelta64(round(lon / 15 * 3600e9), "ns")
+    return (np.asarray(times, "datetime64[ns]") + offset).astype("datetime64[D]").astype("datetime64[ns]")
+
+
 def parent_index(fine: Window, coarse: Window) -> tuple[np.ndarray, np.ndarray]:
     """For each fine row and column, the index (within `coarse`) of the coarse cell holding its centre.
 

@@ -20,7 +20,7 @@ import xarray as xr
 from soilcube import __version__, refs, store
 from soilcube.access import open_cube
 from soilcube.config import Settings
-from soilcube.grids import GLDAS_GRID, Region, Window, parent_index, region
+from soilcube.grids import GLDAS_GRID, Region, Window, local_solar_dates, parent_index, region
 from soilcube.sources import open_granules
 from soilcube.validate.metrics import score
 from soilcube.validate.report import qc_gate
@@ -166,13 +166,6 @@ def _model_index(model: xr.Dataset, window: Window) -> tuple[np.ndarray, np.ndar
     return lat_pos, lon_pos
 
 
-def _local_dates(times: np.ndarray, area: Region) -> np.ndarray:
-    """Local solar date (at the region's centre) of UTC instants."""
-    west, _, east, _ = area.bounds_lonlat
-    offset = pd.Timedelta(hours=(west + east) / 2 / 15)
-    return (pd.DatetimeIndex(times) + offset).normalize().values
-
-
 def smap_9km(settings: Settings, days: list[date], area: Region, inputs: dict[str, dict]) -> xr.Dataset:
     """SMAP L2_E half orbits composited per local day and overpass (descending = AM, ascending = PM) on
     the region's M09 window: soil_moisture (bad retrievals removed), vegetation_water_content, frozen.
@@ -192,7 +185,8 @@ def smap_9km(settings: Settings, days: list[date], area: Region, inputs: dict[st
         ).compute()
         bad = (orbits["retrieval_qual_flag"] & SMAP_BAD_RETRIEVAL_BITS) > 0
         orbit_sm = orbits["soil_moisture"].where(~bad).values
-        local_day = _local_dates(orbits["time"].values, area)
+        west, _, east, _ = area.bounds_lonlat
+        local_day = local_solar_dates(orbits["time"].values, (west + east) / 2)  # at the region's centre
         day_index = pd.DatetimeIndex([np.datetime64(d, "ns") for d in days]).get_indexer(local_day)
         overpass_index = np.where(orbits["half_orbit"].values == "D", 0, 1)
         # a few half orbits a day: the first valid retrieval of a cell wins

@@ -38,7 +38,7 @@ import xarray as xr
 
 from soilcube import refs
 from soilcube.access import open_cube
-from soilcube.grids import Window, ease2_grid, parent_index
+from soilcube.grids import Window, ease2_grid, local_solar_dates, parent_index
 from soilcube.resample import bicubic
 from soilcube.sources import open_granules
 from soilcube.store import cube_url
@@ -133,8 +133,7 @@ def campaign_scores(cube: xr.Dataset, archive_url: str, storage_options: dict | 
         with xr.open_dataset(io.BytesIO(fs.cat_file(path)), engine="h5netcdf") as ds:
             flight = ds["sm"].isel(time=0).load()
         lon, _ = grid.lonlat(grid.row_of_y(float(flight.y.mean())), grid.col_of_x(float(flight.x.mean())))
-        local = flight.time.values + np.timedelta64(round(float(lon) / 15 * 3600), "s")
-        day = local.astype("datetime64[D]").astype("datetime64[ns]")
+        day = local_solar_dates(flight.time.values, float(lon))
         if day not in cube.indexes["time"]:
             continue
         on_box = cube.sel(time=day, overpass=CAMPAIGN_OVERPASS).reindex(
