@@ -16,13 +16,7 @@ SKIPPED = "skipped"
 
 def worth_retrying(task, task_run, state) -> bool:
     """A failed NRT QC gate or days without inputs fail the same way again: no retry for those."""
-    try:
-        state.result()
-    except (runs.QCError, runs.MissingInputs):
-        return False
-    except Exception:
-        return True
-    return True
+    return not isinstance(state.result(raise_on_failure=False), (runs.QCError, runs.MissingInputs))
 
 
 @task(name="fit-visir-model", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
