@@ -283,21 +283,55 @@ def test_a_unit_counts_as_committed_until_a_later_run_rewrites_its_days(store_ur
     assert not committed(store_url, NAME, "2016-01", additive)
 
 
-def test_tags_and_rollback(store_url):
+def test_tags_and_rollback_which_keeps_the_head_it_leaves_under_a_tag(store_url):
     first = write(store_url, [1], key="2016-01-01")
     store.tag_release(store_url, NAME, "v1.0")
     write(store_url, [2], key="2016-01-02")
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1, 2})
 
-    store.rollback(store_url, NAME, first)
+    left = store.history(store_url, NAME)[0].snapshot_id
+    kept = store.rollback(store_url, NAME, first)
     assert store.history(store_url, NAME)[0].snapshot_id == first
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1})
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}", version="v1.0"), {1})
     parameters = store.hash_parameters({"method": "hybrid"})
     assert committed(store_url, NAME, "2016-01-01", parameters)
     assert not committed(store_url, NAME, "2016-01-02", parameters)
+    # the head it left is kept under a tag
+    assert kept.startswith("rolled-back-") and kept.endswith(left[:8])
+    assert store.tags_by_snapshot(store_url, NAME) == {first: ["v1.0"], left: [kept]}
+    store.collect_garbage(store_url, NAME, min_age=timedelta(0))  # the tag keeps them from deletion
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}", version=kept), {1, 2})
+    assert store.rollback(store_url, NAME, first) is None  # there already: no second tag
+    assert len(store.tags_by_snapshot(store_url, NAME)[left]) == 1
     with pytest.raises(icechunk.SnapshotNotFoundError):
         store.rollback(store_url, NAME, "0000000000000000000A")
+
+
+def chunk_files(store_url) -> set[Path]:
+    return {p for p in (Path(urlparse(store_url).path) / NAME / "chunks").rglob("*") if p.is_file()}
+
+
+def test_garbage_collection_deletes_a_failed_run_s_chunks_and_keeps_every_commit(store_url, tmp_path):
+    write(store_url, [1], key="2016-01-01")
+    committed_chunks = chunk_files(store_url)
+    store.stage_slices(store_url, NAME, slices([2, 5]), provenance={}, message="a run that fails its QC gate",
+                       status="nrt")  # and never commits
+    assert chunk_files(store_url) > committed_chunks
+    before = store.history(store_url, NAME)
+
+    young = store.collect_garbage(store_url, NAME)  # the run might still be writing: its chunks stay
+    assert young["chunks_deleted"] == 0 and chunk_files(store_url) > committed_chunks
+    counted = store.collect_garbage(store_url, NAME, min_age=timedelta(0), dry_run=True)
+    assert counted["chunks_deleted"] == len(chunk_files(store_url) - committed_chunks) > 0
+    assert chunk_files(store_url) > committed_chunks  # a dry run deletes nothing
+    deleted = store.collect_garbage(store_url, NAME, min_age=timedelta(0))
+    assert deleted == counted and deleted["bytes_deleted"] > 0
+    assert chunk_files(store_url) == committed_chunks
+    assert store.history(store_url, NAME) == before
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1})
+    assert store.cubes_in(store_url) == [NAME]
+    assert store.cubes_in(tmp_path.as_uri()) == []
 
 
 def test_expire_during_a_run_leaves_the_run_s_chunks(store_url):
@@ -352,7 +386,22 @@ def test_round_trip_on_the_real_s3_server(seaweedfs):
     assert committed(
         url, NAME, "2016-01", store.hash_parameters({"method": "hybrid"}), storage_options=options
     )
-    assert seaweedfs.filesystem().find(f"{url}/{NAME}/chunks")  # the data went to the bucket
+    def chunk_objects() -> set[str]:
+        s3 = seaweedfs.filesystem()
+        s3.invalidate_cache()
+        return set(s3.find(f"{url}/{NAME}/chunks"))
+
+    chunks = chunk_objects()
+    assert chunks  # the data went to the bucket
+    store.stage_slices(url, NAME, slices([12]), provenance={}, message="never committed", status="nrt",
+                       storage_options=options)
+    staged = chunk_objects() - chunks
+    assert staged
+    deleted = store.collect_garbage(url, NAME, min_age=timedelta(0), storage_options=options)
+    assert deleted["chunks_deleted"] == len(staged)
+    assert chunk_objects() == chunks
+    assert store.cubes_in(url, storage_options=options) == [NAME]
+    assert_holds_exactly(open_cube(f"{url}/{NAME}", storage_options=options), {0, 7, 8})
 
 
 @pytest.mark.slow
@@ -454,3 +503,46 @@ def test_a_store_url_that_cannot_hold_cubes_is_named(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(OSError, match=f"cannot use the cube at {blocker.as_uri()}/{NAME}: .*Not a directory"):
         store.cube_exists(blocker.as_uri(), NAME)
+
+
+def test_store_verbs_list_tag_roll_back_and_collect_garbage(store_url, monkeypatch):
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from soilcube import cli
+
+    monkeypatch.setattr(cli, "console", Console(width=300))  # tables unwrapped
+
+    def soilcube(*args):
+        result = CliRunner().invoke(cli.app, ["store", *args, "--store", store_url])
+        return result.exit_code, " ".join(result.output.replace("│", " ").split())
+
+    first = write(store_url, [1, 2], key="2016-01", status="final")
+    second = write(store_url, [3], key="nrt 2016-01-04")
+    code, said = soilcube("history", "--cube", NAME)
+    assert code == 0 and "4 commits on main" in said  # with the template and icechunk's root
+    assert f"{second} " in said and "nrt 2016-01-04 nrt 2016-01-04 … 2016-01-04 (1)" in said
+    assert f"{first} " in said and "2016-01 final 2016-01-02 … 2016-01-03 (2)" in said
+    assert soilcube("tag", "v1", "--cube", NAME, "--snapshot", first) == (0, f"{NAME}: tag v1 → {first}")
+
+    code, said = soilcube("rollback", first, "--cube", NAME)
+    assert code == 2 and "add --yes" in said
+    assert store.history(store_url, NAME)[0].snapshot_id == second
+    code, said = soilcube("rollback", first, "--cube", NAME, "--yes")
+    kept = store.tags_by_snapshot(store_url, NAME)[second][0]
+    assert code == 0 and said == f"{NAME}: main is at {first}; the commits it left are kept under tag {kept}"
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1, 2})
+    code, said = soilcube("history", "--cube", NAME, "--limit", "1")
+    assert code == 0 and "3 commits on main, the newest 1" in said and f"{first} " in said and " v1 " in said
+
+    committed_chunks = chunk_files(store_url)
+    store.stage_slices(store_url, NAME, slices([9]), provenance={}, message="never committed", status="nrt")
+    staged = len(chunk_files(store_url) - committed_chunks)
+    code, said = soilcube("gc", "--min-age-hours", "0", "--dry-run")
+    assert code == 0 and "dry run: nothing deleted" in said and f"{NAME} {staged} " in said
+    code, said = soilcube("gc", "--min-age-hours", "0")
+    assert code == 0 and f"{NAME} {staged} " in said and chunk_files(store_url) == committed_chunks
+    code, said = soilcube("gc", "--min-age-hours", "0")
+    assert code == 0 and f"{NAME} 0 " in said
+    code, said = soilcube("gc", "--cube", "downscaled_9km")
+    assert code == 2 and "unknown cube 'downscaled_9km'" in said

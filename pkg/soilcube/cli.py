@@ -308,6 +308,114 @@ def run_nrt(
     console.print(made or "every day is final already: nothing made")
 
 
+store_app = typer.Typer(help="The cubes' versions: history, release tags, rollback, garbage collection.",
+                        no_args_is_help=True)
+app.add_typer(store_app, name="store")
+CubeOption = Annotated[str, typer.Option(help="cube name: downscaled_1km, downscaled_400m, visir_model, …")]
+
+
+def _store_and_cube(config: Path | None, store: str | None, cube: str | None) -> tuple[Settings, str]:
+    from soilcube.store import CUBE_NAMES
+
+    if cube is not None and cube not in CUBE_NAMES:
+        raise typer.BadParameter(f"unknown cube {cube!r}; cubes are {', '.join(CUBE_NAMES)}",
+                                 param_hint="'--cube'")
+    s = _settings(config, store=store)
+    return s, _require(s.store, "store")
+
+
+@store_app.command("history")
+def store_history(
+    cube: CubeOption,
+    store: StoreOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="newest commits shown")] = 20,
+    config: ConfigOption = None,
+):
+    """The commits of a cube's main branch, newest first: what each run wrote, and the tags on them."""
+    from soilcube import store as cubes
+
+    s, url = _store_and_cube(config, store, cube)
+    commits = cubes.history(url, cube, storage_options=s.storage_options)
+    tags = cubes.tags_by_snapshot(url, cube, storage_options=s.storage_options)
+    shown = f", the newest {limit}" if len(commits) > limit else ""
+    _print_summary(f"{cube}: {len(commits)} commits on main{shown}",
+                   [_commit_row(commit, tags.get(commit.snapshot_id, [])) for commit in commits[:limit]])
+
+
+def _commit_row(commit, tags: list[str]) -> dict[str, str]:
+    meta = commit.metadata
+    days = ""
+    if meta.get("operation") == "write_slices":  # a run's (not the template's, not a whole dataset's)
+        days = f"{meta['time_start'][:10]} … {meta['time_end'][:10]} ({meta['n_times']})"
+    return {"snapshot": commit.snapshot_id, "written (UTC)": f"{commit.written_at:%Y-%m-%d %H:%M:%S}",
+            "unit": meta.get("key") or "", "status": meta.get("status") or "", "time steps": days,
+            "parameters": meta.get("parameters_hash", "")[:12], "code": meta.get("soilcube_version", ""),
+            "tags": ", ".join(tags), "message": escape(commit.message)}
+
+
+@store_app.command("tag")
+def store_tag(
+    tag: Annotated[str, typer.Argument(help="release name, e.g. v2024.1")],
+    cube: CubeOption,
+    store: StoreOption = None,
+    snapshot: Annotated[str | None, typer.Option(help="snapshot id (default: the head of main)")] = None,
+    config: ConfigOption = None,
+):
+    """Tag a snapshot of a cube as a release: analysts open it with `open_cube(url, version=TAG)`, and
+    neither garbage collection nor expiry removes it."""
+    from soilcube import store as cubes
+
+    s, url = _store_and_cube(config, store, cube)
+    tagged = cubes.tag_release(url, cube, tag, snapshot_id=snapshot, storage_options=s.storage_options)
+    console.print(f"{cube}: tag {escape(tag)} → {tagged}")
+
+
+@store_app.command("rollback")
+def store_rollback(
+    snapshot: Annotated[str, typer.Argument(help="snapshot id to put main back at (`store history`)")],
+    cube: CubeOption,
+    store: StoreOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="confirm: main moves back for every reader")] = False,
+    config: ConfigOption = None,
+):
+    """Put a cube's main branch back at an earlier snapshot; the head it leaves stays under a new tag.
+    The 1 km and 400 m cubes are separate repositories: roll back each."""
+    from soilcube import store as cubes
+
+    s, url = _store_and_cube(config, store, cube)
+    if not yes:
+        raise typer.BadParameter("rolling back changes what every reader sees: add --yes to do it",
+                                 param_hint="'--yes'")
+    kept = cubes.rollback(url, cube, snapshot, storage_options=s.storage_options)
+    console.print(f"{cube}: main is at {snapshot} already, nothing changed" if kept is None
+                  else f"{cube}: main is at {snapshot}; the commits it left are kept under tag {kept}")
+
+
+@store_app.command("gc")
+def store_gc(
+    store: StoreOption = None,
+    cube: Annotated[str | None, typer.Option(help="one cube (default: every cube in the store)")] = None,
+    min_age_hours: Annotated[float, typer.Option(
+        min=0, help="keep objects younger than this: a run still writing has uncommitted chunks")] = 24.0,
+    dry_run: Annotated[bool, typer.Option(help="count, delete nothing")] = False,
+    config: ConfigOption = None,
+):
+    """Delete what no commit or tag reaches (chunks of failed or refused runs, expired snapshots); the
+    history is kept."""
+    from datetime import timedelta
+
+    from soilcube import store as cubes
+
+    s, url = _store_and_cube(config, store, cube)
+    names = [cube] if cube else cubes.cubes_in(url, storage_options=s.storage_options)
+    if not names:
+        raise ValueError(f"no cube in the store {url}")
+    rows = [{"cube": name, **cubes.collect_garbage(url, name, min_age=timedelta(hours=min_age_hours),
+                                                  dry_run=dry_run, storage_options=s.storage_options)}
+            for name in names]
+    _print_summary("garbage collection" + (" (dry run: nothing deleted)" if dry_run else ""), rows)
+
+
 @app.command()
 def validate(
     out: Annotated[Path, typer.Option(help="report directory")],

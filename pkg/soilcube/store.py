@@ -8,10 +8,10 @@ Its life cycle:
    empty chunks stay unwritten and read back as the fill value: NaN for floats, 0 for integers).
 2. `write_slices` fills time slices by region writes, all in one writable session, and makes one commit
    whose metadata carries the provenance. Until that commit nothing is visible: a failure midway leaves
-   the cube exactly as it was (the orphaned chunk objects are removed by `expire` once a day old).
+   the cube exactly as it was (`collect_garbage` removes the orphaned chunk objects once a day old).
    `stage_slices` does the writes and leaves the commit to the caller, so that a run writing several
    cubes commits none before all are written.
-3. `tag_release`, `rollback`, `history`, `unit_run` and `expire` manage the versions.
+3. `tag_release`, `rollback`, `history`, `unit_run`, `collect_garbage` and `expire` manage the versions.
 
 Layout (Zarr v3 sharding, see `CubeLayout`): dims (time, [extra dims such as overpass], y, x).
 
@@ -59,8 +59,11 @@ if "ICECHUNK_LOG" not in os.environ:
 SOIL_MOISTURE_UNITS = "m3 m-3"
 DEFAULT_VARIABLES = {"sm": np.float32, "qa": np.uint8}
 STATUS_CODES = {"empty": 0, "nrt": 1, "final": 2}
-# `expire` deletes no object younger than this: a run still writing has chunks that nothing reaches yet.
+# `expire` and `collect_garbage` delete no object younger than this: a run still writing has chunks that
+# nothing reaches yet.
 GC_GRACE = timedelta(days=1)
+GC_COUNTS = ("chunks_deleted", "manifests_deleted", "snapshots_deleted", "attributes_deleted",
+             "transaction_logs_deleted", "bytes_deleted")
 # Minutes since the epoch hold every time step of every cube (daily, 3-hourly at 01:30…) exactly.
 TIME_ENCODING = {"units": "minutes since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int64"}
 
@@ -294,6 +297,12 @@ def create_cube(
         if exist_ok:
             return None  # a concurrent run committed the template first
         raise
+
+
+def cubes_in(store_url: str, *, storage_options: Mapping | None = None) -> list[str]:
+    """The names of the cubes (repositories) the store holds, in `CUBE_NAMES` order."""
+    return [name for name in CUBE_NAMES
+            if icechunk.Repository.exists(_storage(cube_url(store_url, name), storage_options or {}))]
 
 
 def cube_exists(store_url: str, name: str, *, storage_options: Mapping | None = None) -> bool:
@@ -585,11 +594,53 @@ def tag_release(
     return snapshot_id
 
 
-def rollback(store_url: str, name: str, snapshot_id: str, *, storage_options: Mapping | None = None) -> None:
-    """Point the main branch back at `snapshot_id`; later commits stay reachable only through tags."""
+def tags_by_snapshot(store_url: str, name: str, *, storage_options: Mapping | None = None) -> dict[str, list]:
+    """{snapshot id: its tag names, sorted} of cube `name`."""
+    repo = open_repository(cube_url(store_url, name), storage_options)
+    tagged: dict[str, list] = {}
+    for tag in sorted(repo.list_tags()):
+        tagged.setdefault(repo.lookup_tag(tag), []).append(tag)
+    return tagged
+
+
+def rollback(
+    store_url: str, name: str, snapshot_id: str, *, storage_options: Mapping | None = None
+) -> str | None:
+    """Point the main branch back at `snapshot_id`; return the tag now kept on the head it leaves.
+
+    The commits after `snapshot_id` leave the branch; the tag `rolled-back-<UTC time>-<old head>` keeps
+    them, and their chunks, from `collect_garbage` and `expire` until someone deletes it. Nothing changes
+    (None) when main is at `snapshot_id` already; the reset is refused if another commit lands meanwhile.
+    """
     repo = open_repository(cube_url(store_url, name), storage_options)
     repo.lookup_snapshot(snapshot_id)  # a clear icechunk SnapshotNotFoundError before anything changes
-    repo.reset_branch(BRANCH, snapshot_id)
+    head = repo.lookup_branch(BRANCH)
+    if head == snapshot_id:
+        return None
+    kept = f"rolled-back-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{head[:8]}"
+    repo.create_tag(kept, head)
+    repo.reset_branch(BRANCH, snapshot_id, from_snapshot_id=head)
+    return kept
+
+
+def collect_garbage(
+    store_url: str, name: str, *, min_age: timedelta | None = None, dry_run: bool = False,
+    storage_options: Mapping | None = None,
+) -> dict[str, int]:
+    """Delete the objects of cube `name` that no branch or tag reaches and that are older than `min_age`:
+    the chunks a run staged and never committed (a failed QC gate, a crash, a conflict), and those of
+    expired snapshots. The history is untouched. `min_age` (default `GC_GRACE`) protects a run still
+    writing (its chunks are reached by nothing until it commits). Returns counts of what was (with
+    `dry_run`: would be) deleted.
+    """
+    repo = open_repository(cube_url(store_url, name), storage_options)
+    older_than = datetime.now(UTC) - (GC_GRACE if min_age is None else min_age)
+    summary = repo.garbage_collect(older_than, dry_run=dry_run)
+    counts = {field: int(getattr(summary, field)) for field in GC_COUNTS}
+    if summary.objects_failed_to_delete:
+        raise OSError(f"garbage collection of {cube_url(store_url, name)} could not delete "
+                      f"{summary.objects_failed_to_delete} objects (deleted: {counts})")
+    return counts
 
 
 def expire(
@@ -600,6 +651,10 @@ def expire(
     Tagged releases and the head of main survive; so do the chunks they use. Objects younger than
     `GC_GRACE` survive too, whatever `older_than` says: the chunks of a run still writing are reached by
     nothing until it commits. Naive datetimes are UTC. Returns the ids of the expired snapshots.
+
+    The expired commits leave the branch's history with their metadata: their provenance is gone, and a
+    run among them no longer counts for `unit_run`, so a backfill makes its month again. Hence no flow
+    schedules this (the weekly maintenance runs `collect_garbage`, which keeps every snapshot).
     """
     if older_than.tzinfo is None:
         older_than = older_than.replace(tzinfo=UTC)
