@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 import yaml
 from prefect import Flow
 from tasks.refs import build_references_task
+from tasks.store import collect_garbage_task
 from tasks.visir import SKIPPED, downscale_days_task, downscale_month_task, fit_model_task, worth_retrying
 
 import soilcube.runs as runs
@@ -106,7 +108,8 @@ def test_build_references_task_passes_archive_products_and_storage_options(monke
 def test_tasks_retry_and_do_not_cache():
     from prefect.cache_policies import NO_CACHE
 
-    for task in (build_references_task, fit_model_task, downscale_month_task, downscale_days_task):
+    for task in (build_references_task, fit_model_task, downscale_month_task, downscale_days_task,
+                 collect_garbage_task):
         assert task.retries >= 1 and task.retry_delay_seconds
         assert task.cache_policy is NO_CACHE, "the cubes say what is done, not Prefect's cache"
 
@@ -150,7 +153,7 @@ def test_prefect_yaml_deployments_load_their_flows(monkeypatch):
 
     raw = yaml.safe_load(PREFECT_YAML.read_text())
     model = PrefectYamlModel.model_validate(raw)
-    assert {d.name for d in model.deployments} == {"nrt", "backfill", "model", "refs"}
+    assert {d.name for d in model.deployments} == {"nrt", "backfill", "model", "refs", "gc"}
     for deployment in raw["deployments"]:
         assert set(deployment) <= set(DeploymentConfig.model_fields), f"unknown keys in {deployment['name']}"
         path, function = deployment["entrypoint"].split(":")
@@ -160,7 +163,7 @@ def test_prefect_yaml_deployments_load_their_flows(monkeypatch):
         assert deployment["work_pool"]["name"] == "soilcube"
 
 
-def test_prefect_yaml_pulls_into_the_image_workdir_and_schedules_nrt_daily():
+def test_prefect_yaml_pulls_into_the_image_workdir_and_schedules_nrt_daily_and_gc_weekly():
     workdir = next(
         line.split()[1]
         for line in (REPO / "Dockerfile").read_text().splitlines()
@@ -168,9 +171,11 @@ def test_prefect_yaml_pulls_into_the_image_workdir_and_schedules_nrt_daily():
     )
     pull = yaml.safe_load(PREFECT_YAML.read_text())["pull"]
     assert {"prefect.deployments.steps.set_working_directory": {"directory": workdir}} in pull
-    (nrt,) = [d for d in deployments() if d["name"] == "nrt"]
-    (schedule,) = nrt["schedules"]
-    assert schedule["cron"].split()[2:] == ["*", "*", "*"] and schedule["timezone"] == "UTC"
+    schedules = {d["name"]: d.get("schedules") for d in deployments()}
+    (nrt,), (gc,) = schedules.pop("nrt"), schedules.pop("gc")
+    assert nrt["cron"].split()[2:] == ["*", "*", "*"] and nrt["timezone"] == "UTC"
+    assert gc["cron"].split()[2:4] == ["*", "*"] and gc["cron"].split()[4].isdigit()  # one day a week
+    assert set(schedules.values()) == {None}  # the other units run when someone asks
 
 
 @pytest.mark.parametrize(
@@ -398,3 +403,38 @@ def test_backfill_flow_refuses_products_it_cannot_make(prefect_server, roots):
     assert state.is_failed()
     with pytest.raises(ValueError, match="stf"):
         state.result()
+
+
+@pytest.mark.slow
+def test_gc_flow_deletes_the_chunks_of_a_run_that_never_committed_in_every_cube(prefect_server, tmp_path):
+    from flows.maintenance import gc_flow
+
+    from soilcube.grids import REGIONS
+
+    url, window = (tmp_path / "store").as_uri(), REGIONS["oklahoma"].window("M09")
+    days = np.arange("2016-06-01", "2016-06-09", dtype="datetime64[D]").astype("datetime64[ns]")
+    names = ["downscaled_1km", "downscaled_400m"]
+    for name in names:
+        store.create_cube(url, name, window, days, layout=store.CubeLayout(time_shard=4, spatial_shard=20,
+                                                                            spatial_chunk=10))
+    values = np.random.default_rng(0).random((1, *window.shape), np.float32)  # (constant chunks go inline)
+    day = xr.Dataset({"sm": (("time", "y", "x"), values)},
+                     coords={"time": days[:1], "y": window.y, "x": window.x})
+    store.write_slices(url, names[0], day, provenance={}, message="a run")
+    chunks = {name: Path(tmp_path / "store" / name / "chunks") for name in names}
+    kept = {name: set(chunks[name].rglob("*")) for name in names}
+    history = {name: store.history(url, name) for name in names}
+    store.stage_slices(url, names[0], day.assign_coords(time=days[5:6]), provenance={}, message="no commit")
+    assert set(chunks[names[0]].rglob("*")) > kept[names[0]]
+
+    young = gc_flow(store=url, return_state=True)  # the default minimum age spares today's chunks
+    assert young.is_completed() and young.result()[names[0]]["chunks_deleted"] == 0
+    state = gc_flow(store=url, min_age_hours=0, return_state=True)
+    assert state.is_completed(), state
+    deleted = state.result()
+    assert set(deleted) == set(names) and deleted[names[0]]["chunks_deleted"] > 0
+    assert deleted[names[1]]["chunks_deleted"] == 0
+    for name in names:
+        assert set(chunks[name].rglob("*")) == kept[name]
+        assert store.history(url, name) == history[name]
+    np.testing.assert_array_equal(open_cube(f"{url}/{names[0]}")["sm"].values[0], values[0])

@@ -1,0 +1,25 @@
+"""Flow: the store's weekly upkeep. Garbage collection of every cube: the chunks of runs that never committed
+(a failed NRT QC gate, a crash, a refused conflict) and of expired snapshots; the history is kept."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from tasks.store import collect_garbage_task
+
+from soilcube.config import load_settings
+from soilcube.store import GC_GRACE, cubes_in
+
+
+@flow(name="soilcube-gc")
+def gc_flow(
+    min_age_hours: float = GC_GRACE.total_seconds() / 3600, config_file: str | None = None, **overrides: Any
+) -> dict[str, dict]:
+    """Collect the garbage of each cube in the store; objects younger than `min_age_hours` stay (a run
+    still writing has uncommitted chunks). Returns {cube: counts of what was deleted}."""
+    settings = load_settings(config_file, **overrides)
+    if not settings.store:
+        raise ValueError("settings.store is not set (SOILCUBE_STORE or the config file)")
+    cubes = cubes_in(settings.store, storage_options=settings.storage_options)
+    return {cube: collect_garbage_task(settings.model_dump(), cube, min_age_hours) for cube in cubes}
