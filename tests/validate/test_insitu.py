@@ -7,6 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from pyproj import Transformer
 
 from soilcube.grids import Window
@@ -15,6 +18,7 @@ from soilcube.synth.observe import Station
 from soilcube.validate.insitu import (
     cell_scores,
     core_cells,
+    core_cells_from_shares,
     fao_texture_class,
     matchup,
     read_ismn,
@@ -325,6 +329,35 @@ def test_core_cells_by_land_cover_share():
     assert result.loc["far", ["coarse_row", "coarse_col"]].tolist() == [-1, -1]
     lenient = core_cells(landcover, stations, fine_window=fine, coarse_window=coarse, threshold=0.75)
     assert lenient["core"].tolist() == [True, True, True, False, False, False]
+
+
+CODES = [10.0, 20.0, 60.0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    landcover=arrays(np.float64, (18, 18), elements=st.sampled_from([*CODES, np.nan])),
+    station_codes=st.lists(st.sampled_from([*CODES, 130.0, np.nan]), min_size=4, max_size=4),
+    threshold=st.floats(0.3, 1.0),
+)
+def test_core_cells_from_shares_agree_with_those_from_a_fine_map(landcover, station_codes, threshold):
+    coarse = Window("M09", 330, 890, 2, 2)
+    fine = Window("M01", 330 * 9, 890 * 9, 18, 18)
+    rows, cols = np.array([0, 1, 1, 0]), np.array([0, 1, 0, 1])
+    lon, lat = coarse.grid.lonlat(coarse.row0 + rows, coarse.col0 + cols)
+    stations = pd.concat([
+        pd.DataFrame({"lon": lon, "lat": lat, "landcover": station_codes}, index=list("abcd")),
+        pd.DataFrame({"lon": [-80.0], "lat": [35.0], "landcover": [10.0]}, index=["far"]),
+    ])
+    blocks = landcover.reshape(2, 9, 2, 9)
+    with np.errstate(invalid="ignore"):  # a cell without any class has no shares
+        shares = np.stack([(blocks == code).sum(axis=(1, 3)) for code in CODES]) / (~np.isnan(blocks)).sum(
+            axis=(1, 3))
+    from_map = core_cells(xr.DataArray(landcover, dims=("y", "x")), stations, fine_window=fine,
+                          coarse_window=coarse, threshold=threshold)
+    shares = xr.DataArray(shares, dims=("code", "y", "x"), coords={"code": CODES})
+    from_shares = core_cells_from_shares(shares, stations, window=coarse, threshold=threshold)
+    pd.testing.assert_frame_equal(from_shares, from_map, check_dtype=False)
 
 
 def test_stratified_scores_per_land_cover_and_core():

@@ -325,3 +325,33 @@ def test_cli_validate_with_archive_fused_cube_and_stations(archive, truth_3h, tm
     assert len(cells) > 0 and (cells["n"] > 0).all() and (cells["n"] <= N_SCENES).all()
     daily_cells = pd.read_csv(out / "in_situ__fused_1_km__daily_means__per_cell.csv")
     assert len(daily_cells) > 0 and (daily_cells["n"] <= 4).all() and (daily_cells["n"] > 0).all()
+
+
+def test_stations_are_scored_by_core_and_extra_cells_from_the_truth_s_land_cover_shares(archive, truth_3h,
+                                                                                          tmp_path):
+    from soilcube.validate.insitu import CORE_SHARE, read_ismn
+
+    store_url = (tmp_path / "cubes").as_uri()
+    _write_fused(store_url, truth_3h)
+    _validate(archive, tmp_path, store_url, insitu=True)
+    report = tmp_path / "report"
+    cells = pd.read_csv(report / "in_situ__fused_1_km__3_hourly__per_cell.csv")
+    by_core = pd.read_csv(report / "in_situ__fused_1_km__3_hourly__by_core.csv", index_col="core")
+
+    # expected: the share of the station's own class (its ISMN land-cover code) in the truth's 1 km cell
+    static = xr.open_zarr((archive / "truth.zarr").as_uri(), group="static", consolidated=False)
+    window = cube_window(truth_3h, "M01")
+    _, stations = read_ismn(archive / "ismn")
+    rows, cols = window.grid.rowcol(stations["lon"].to_numpy(), stations["lat"].to_numpy())
+    rows, cols = rows - window.row0, cols - window.col0
+    classes = [static["cci_code"].values.tolist().index(code) for code in stations["landcover"]]
+    share = static["cover_fraction"].values[classes, rows, cols]
+    expected = pd.Series(np.where(share >= CORE_SHARE, "core", "extra"), index=rows * window.ncols + cols)
+    assert expected.groupby(level=0).nunique().max() == 1  # (stations sharing a cell share its label)
+    expected = expected.groupby(level=0).first()
+    assert set(cells["cell"]) == set(expected.index)
+    assert cells.set_index("cell")["core"].sort_index().tolist() == expected.sort_index().tolist()
+    assert set(expected) == {"core", "extra"}  # both kinds among this archive's stations
+    assert by_core["n_cells"].to_dict() == expected.value_counts().to_dict()
+    np.testing.assert_allclose(by_core.loc["extra", "ubRMSE"],
+                               cells.loc[cells["core"] == "extra", "ubRMSE"].mean())

@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from soilcube import __version__, grids
 from soilcube.grids import Region, Window
 from soilcube.synth import writers
-from soilcube.synth.nature import LAND_COVER, NatureRun, coarsen, hours
+from soilcube.synth.nature import CCI_CODE, LAND_COVER, NatureRun, coarsen, hours
 from soilcube.synth.observe import (
     GLDAS_STEPS_H,
     ISMN_DEPTH_M,
@@ -233,7 +233,8 @@ class TruthCube:
                 for k, (u, n) in described.items()}
         data["cover_fraction"] = (("cover", "y", "x"), nature.cover_fractions("M01"), {
             "units": "1", "long_name": "share of each land-cover class", "grid_mapping": "crs"})
-        ds = xr.Dataset(data, coords={"cover": list(LAND_COVER), **_xy(window)},
+        ds = xr.Dataset(data, coords={"cover": list(LAND_COVER), "cci_code": ("cover", list(CCI_CODE)),
+                                      **_xy(window)},
                         attrs={**TRUTH_ATTRS, "grid": "M01"})
         ds["crs"] = _crs_variable()
         ds.to_zarr(self.url, group="static", mode="w", consolidated=False,

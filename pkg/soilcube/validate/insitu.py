@@ -30,6 +30,8 @@ KINDS = ("overpass", "3hourly", "daily")
 OVERPASS_LOCAL_HOURS = {"AM": (5, 7), "PM": (17, 19)}
 # Static station metadata that a matchup cell inherits (the most common value among its stations).
 CELL_METADATA = ("landcover", "climate", "soil_texture", "core")
+# A station's cell is "core" where its own land-cover class covers at least this share of the cell.
+CORE_SHARE = 0.82
 
 
 def read_ismn(
@@ -281,7 +283,7 @@ def core_cells(
     *,
     fine_window: Window,
     coarse_window: Window,
-    threshold: float = 0.82,
+    threshold: float = CORE_SHARE,
     landcover_column: str = "landcover",
 ) -> pd.DataFrame:
     """Core/extra classification of the coarse cell that holds each station.
@@ -316,15 +318,38 @@ def core_cells(
     station_class = stations[landcover_column].astype(float)
     wanted = pd.MultiIndex.from_arrays([station_cell, station_class])
     share = class_counts.reindex(wanted).fillna(0).to_numpy() / cell_counts.reindex(station_cell).to_numpy()
-    share = np.where(station_class.notna(), share, np.nan)  # a station of unknown land cover has no share
+    return _core_table(located, share, station_class.to_numpy(), threshold)
+
+
+def core_cells_from_shares(
+    cover_share: xr.DataArray,
+    stations: pd.DataFrame,
+    *,
+    window: Window,
+    threshold: float = CORE_SHARE,
+    landcover_column: str = "landcover",
+) -> pd.DataFrame:
+    """`core_cells` where the land-cover shares of the cells are known already: ``cover_share`` (code, y,
+    x) on ``window`` holds the share of each class (its ``code`` coordinate, in the stations' code list) in
+    each cell, e.g. the synthetic truth's cover fractions; NaN in a cell without any class. A station's
+    class missing from ``code`` has share 0. Returns the same columns."""
+    located = station_cells(stations, window).reindex(stations.index, fill_value=-1)
+    rows, cols = located["row"].to_numpy(), located["col"].to_numpy()
+    station_class = stations[landcover_column].astype(float).to_numpy()
+    position = pd.Index(cover_share["code"].to_numpy().astype(float)).get_indexer(station_class)
+    shares = cover_share.transpose("code", ...).to_numpy()
+    absent = np.where(np.isnan(shares).all(axis=0), np.nan, 0.0)  # in a cell with shares, a class it lacks
+    at = (rows.clip(0), cols.clip(0))
+    share = np.where(position >= 0, shares[(position.clip(0), *at)], absent[at])
+    return _core_table(located, np.where(rows >= 0, share, np.nan), station_class, threshold)
+
+
+def _core_table(located: pd.DataFrame, share: np.ndarray, station_class: np.ndarray, threshold: float):
+    share = np.where(np.isnan(station_class), np.nan, share)  # a station of unknown land cover has no share
     return pd.DataFrame(
-        {
-            "coarse_row": located["row"],
-            "coarse_col": located["col"],
-            "lc_share": share,
-            "core": share >= threshold,
-        },
-        index=stations.index,
+        {"coarse_row": located["row"], "coarse_col": located["col"], "lc_share": share,
+         "core": share >= threshold},
+        index=located.index,
     )
 
 

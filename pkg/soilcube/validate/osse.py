@@ -19,7 +19,9 @@ Temporal metrics (R, bias, RMSE, ubRMSE, MAE, KGE) are computed per pixel over t
 of each scene, averaged over scenes (`SSD_ref`: the truth's); the artifact index pools every scene.
 
 Station scores (tables, boxplot, time series): visir_1km_hybrid at the AM/PM overpass windows, the 3-hourly
-products against the mean of the two whole hours around each scene, fused_daily against UTC-day means.
+products against the mean of the two whole hours around each scene, fused_daily against UTC-day means. With
+a truth that holds the 1 km cells' land-cover shares (the synthetic one), the stations' cells are split into
+core (the station's own class covers ≥ `insitu.CORE_SHARE` of the cell) and extra, and scored by that too.
 
 Airborne campaign (with `archive_url`, from its `campaign/` flights; `campaign_scores`): spatial scores of the
 1 km daily products against each flight's field, on its box, one table row per flight and product.
@@ -342,10 +344,28 @@ def _station_products(cubes: dict[str, xr.Dataset], three_hourly: dict[str, xr.D
     return products
 
 
-def _score_against_stations(products: list[StationProduct], insitu_dir: Path, tables, figures, min_count):
-    """Per-cell and stratified (land cover, climate, soil texture) scores of each product against the
-    stations, time series of some, and a boxplot of per-cell ubRMSE by land cover."""
+def _cover_share(truth_url: str, storage_options) -> xr.DataArray | None:
+    """The truth's share of each land-cover class per 1 km cell, (code, y, x) by ESA CCI code; None for a
+    truth without one."""
+    try:
+        static = xr.open_zarr(truth_url, group="static", consolidated=False,
+                              storage_options=storage_options or None)
+    except FileNotFoundError:  # (zarr's GroupNotFoundError)
+        return None
+    if "cover_fraction" not in static or "cci_code" not in static.coords:
+        return None
+    return static["cover_fraction"].swap_dims(cover="cci_code").rename(cci_code="code").load()
+
+
+def _score_against_stations(products: list[StationProduct], insitu_dir: Path, tables, figures, min_count,
+                            cover_share: xr.DataArray | None = None):
+    """Per-cell and stratified (land cover, climate, soil texture and, with the 1 km cells' `cover_share`,
+    core/extra cells) scores of each product against the stations, time series of some, and a boxplot of
+    per-cell ubRMSE by land cover."""
     obs, stations = insitu.read_ismn(insitu_dir)
+    if cover_share is not None:
+        cells = insitu.core_cells_from_shares(cover_share, stations, window=cube_window(cover_share, "M01"))
+        stations = stations.assign(core=np.where(cells["core"], "core", "extra"))
     per_cell = []
     for product in products:
         field = product.field.load()
@@ -359,7 +379,7 @@ def _score_against_stations(products: list[StationProduct], insitu_dir: Path, ta
         )
         cells = insitu.cell_scores(matchups, min_count=min_count).reset_index()
         tables[f"in situ, {product.title}, per cell"] = cells
-        for stratum in ("landcover", "climate", "soil_texture"):
+        for stratum in ("landcover", "climate", "soil_texture", "core"):
             if stratum in matchups.coords:
                 tables[f"in situ, {product.title}, by {stratum}"] = insitu.stratified_scores(
                     matchups, stratum, min_count=min_count
@@ -435,7 +455,8 @@ def validate_store(
     if insitu_dir:
         products = _station_products(cubes, three_hourly)
         if products:
-            _score_against_stations(products, Path(insitu_dir), tables, figures, min_count)
+            cover_share = _cover_share(truth_url, storage_options) if truth_url else None
+            _score_against_stations(products, Path(insitu_dir), tables, figures, min_count, cover_share)
     write_report(
         scores,
         out_dir,
