@@ -1,12 +1,19 @@
-"""open_cube: what an analyst gets back, by version, and the errors for wrong URLs and versions."""
+"""open_cube: what an analyst gets back, by version, and the errors for wrong URLs and versions; the STAC
+catalog that describes the cubes."""
+
+from datetime import UTC
 
 import dask.array as da
 import numpy as np
+import pandas as pd
+import pystac
 import pytest
 import xarray as xr
+from pyproj import Transformer
+from pystac.extensions.datacube import DatacubeExtension
 
 from soilcube import store
-from soilcube.access import open_cube
+from soilcube.access import FsspecStacIO, open_cube, write_stac_catalog
 from soilcube.grids import REGIONS
 
 WINDOW = REGIONS["oklahoma"].window("M09")
@@ -68,3 +75,60 @@ def test_missing_cube_and_unknown_version_are_clear_errors(store_url, tmp_path):
             open_cube(f"{store_url}/{NAME}", version=version)
     with pytest.raises(ValueError, match="unsupported store URL"):
         open_cube(f"gs://bucket/{NAME}")
+
+
+def window_box(window) -> list[float]:
+    """[W, S, E, N] of the window's outer edges, from the grid's corner and cell size."""
+    grid = window.grid
+    x = grid.x0 + np.array([window.col0, window.col0 + window.ncols]) * grid.cell_size
+    y = grid.y0 - np.array([window.row0 + window.nrows, window.row0]) * grid.cell_size
+    lon, lat = Transformer.from_crs("EPSG:6933", "EPSG:4326", always_xy=True).transform(x, y)
+    return [lon[0], lat[0], lon[1], lat[1]]
+
+
+def utc(time) -> object:
+    return pd.Timestamp(time).to_pydatetime().replace(tzinfo=UTC)
+
+
+def test_stac_catalog_describes_each_cube_as_it_is_when_written(store_url):
+    with pytest.raises(FileNotFoundError, match="no cubes in"):
+        write_stac_catalog(f"{store_url}-empty")
+    store.write_slices(store_url, NAME, scenes([9, 10]), provenance={}, message="day 2", status="nrt")
+    store.tag_release(store_url, NAME, "v1")
+    url, _ = write_stac_catalog(store_url)
+    assert url == f"{store_url}/stac/catalog.json"
+    (collection,) = pystac.Catalog.from_file(url).get_children()
+    assert collection.id == NAME
+    np.testing.assert_allclose(collection.extent.spatial.bboxes[0], window_box(WINDOW))
+    assert collection.extent.temporal.intervals == [[utc(SCENES[9]), utc(SCENES[10])]]  # the scenes made
+    cube = DatacubeExtension.ext(collection)
+    assert pd.Timedelta(cube.dimensions["time"].step) == pd.Timedelta("3h")
+    assert cube.dimensions["time"].extent == ["2016-07-01T01:30:00Z", "2016-07-04T22:30:00Z"]
+    cell = WINDOW.grid.cell_size
+    assert cube.dimensions["x"].step == pytest.approx(cell)
+    assert cube.dimensions["y"].step == pytest.approx(-cell)  # rows run north to south
+    assert cube.dimensions["x"].reference_system == 6933
+    assert cube.variables["sm"].dimensions == ["time", "y", "x"] and cube.variables["sm"].unit == "m3 m-3"
+    assert cube.variables["status"].var_type == "auxiliary"
+    asset = collection.assets["cube"]
+    assert asset.href == f"{store_url}/{NAME}" and asset.extra_fields["icechunk:tags"] == ["v1"]
+    assert asset.extra_fields["icechunk:snapshot_id"] == store.history(store_url, NAME)[0].snapshot_id
+    assert int(open_cube(asset.href, version="v1").sm.count()) == 2 * WINDOW.nrows * WINDOW.ncols
+
+    newer = store.write_slices(store_url, NAME, scenes([20]), provenance={}, message="day 3", status="nrt")
+    (collection,) = pystac.Catalog.from_file(write_stac_catalog(store_url)[0]).get_children()
+    assert collection.extent.temporal.intervals == [[utc(SCENES[9]), utc(SCENES[20])]]
+    assert collection.assets["cube"].extra_fields["icechunk:snapshot_id"] == newer
+
+
+@pytest.mark.slow
+def test_stac_catalog_on_the_real_s3_server(seaweedfs):
+    url, options = f"{seaweedfs.new_bucket()}/cubes", seaweedfs.storage_options
+    store.create_cube(url, NAME, WINDOW, SCENES, variables={"sm": np.float32}, layout=LAYOUT, status=True,
+                      storage_options=options)
+    catalog, _ = write_stac_catalog(url, storage_options=options)
+    assert catalog == f"{url}/stac/catalog.json"
+    (collection,) = pystac.Catalog.from_file(catalog, stac_io=FsspecStacIO(options)).get_children()
+    assert collection.assets["cube"].href == f"{url}/{NAME}"
+    # nothing made yet: the period is the whole time axis
+    assert collection.extent.temporal.intervals == [[utc(SCENES[0]), utc(SCENES[-1])]]

@@ -2,16 +2,42 @@
 
 Reads go through a read-only icechunk session, so an analyst sees one consistent snapshot even while a
 run is writing, and can pin a release (a tag) or any snapshot id from the cube's history.
+
+`write_stac_catalog` describes the store's cubes as a STAC catalog (one collection per cube, with the
+datacube extension's dimensions and variables, the made period as temporal extent, and the cube itself as
+the asset), for search tools and for analysts who browse before they open.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
+import fsspec
 import icechunk
+import numpy as np
+import pandas as pd
+import pystac
 import xarray as xr
+from pyproj import Transformer
+from pystac.extensions.datacube import DatacubeExtension, Dimension, Variable
 
-from soilcube.store import BRANCH, open_repository
+from soilcube.grids import EPSG
+from soilcube.store import BRANCH, cube_exists, cube_url, cubes_in, open_repository
+
+CUBE_DESCRIPTIONS = {
+    "downscaled_1km": "Daily 1 km soil moisture (0-5 cm) at the SMAP AM/PM overpasses: VIS/IR thermal-"
+                      "inertia downscaling of SMAP L2_E 9 km (Fang et al. 2025), hybrid and additive "
+                      "corrections.",
+    "downscaled_400m": "Daily 400 m soil moisture (0-5 cm) at the SMAP AM/PM overpasses: VIS/IR thermal-"
+                       "inertia downscaling of SMAP L2_E 9 km (Fang et al. 2025), hybrid and additive "
+                       "corrections.",
+    "visir_model": "The VIS/IR model: theta = a0 + a1 * delta_t per GLDAS cell, vegetation class and "
+                   "overpass (and month), fitted on the GLDAS Noah record.",
+    "characteristics": "Yearly per-pixel soil-moisture characteristics (max, min, mean, median).",
+    "fused_1km_3h": "3-hourly 1 km soil moisture: VIPSTF fusion of SMAP L4 with the 1 km daily product.",
+}
+ZARR_MEDIA_TYPE = "application/vnd+zarr"  # an icechunk repository of Zarr v3 arrays
 
 
 def open_cube(url: str, version: str | None = None, storage_options: Mapping | None = None) -> xr.Dataset:
@@ -54,3 +80,115 @@ def _storage_chunks(cube: xr.Dataset) -> dict[str, int]:
             for dim, size in zip(var.dims, shape, strict=True):
                 sizes[dim] = max(sizes.get(dim, 0), size)
     return sizes
+
+
+# --- STAC ----------------------------------------------------------------------------------------------
+
+
+def stac_collection(url: str, storage_options: Mapping | None = None) -> pystac.Collection:
+    """A STAC collection describing the cube at `url` as it is now (the head of main): its box in lon/lat,
+    the period it holds data for (the days with a `status`, else its whole time axis), the datacube
+    extension's dimensions and variables, and one asset, the cube (with the head's snapshot id and tags,
+    to open with `open_cube`)."""
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    cube = open_cube(url, storage_options=storage_options)
+    repo = open_repository(url, storage_options)
+    extent = pystac.Extent(pystac.SpatialExtent([_lonlat_box(cube)]), pystac.TemporalExtent([_period(cube)]))
+    collection = pystac.Collection(id=name, description=CUBE_DESCRIPTIONS.get(name, name), extent=extent,
+                                   license="other", keywords=["soil moisture", "SMAP", "downscaling"])
+    DatacubeExtension.ext(collection, add_if_missing=True).apply(
+        dimensions={dim: _dimension(cube, dim) for dim in cube.dims},
+        variables={var: _variable(cube[var]) for var in cube.data_vars},
+    )
+    snapshot = {"icechunk:snapshot_id": repo.lookup_branch(BRANCH), "icechunk:tags": sorted(repo.list_tags())}
+    collection.add_asset("cube", pystac.Asset(
+        href=url, media_type=ZARR_MEDIA_TYPE, roles=["data"], extra_fields=snapshot,
+        title=f"{name}: an icechunk repository, soilcube.access.open_cube(href, version=tag or snapshot id)",
+    ))
+    return collection
+
+
+def write_stac_catalog(
+    store_url: str, out_url: str | None = None, storage_options: Mapping | None = None
+) -> tuple[str, list[pystac.Collection]]:
+    """Write a self-contained STAC catalog of the store's cubes to `out_url` (default `<store>/stac`):
+    catalog.json and `<cube>/collection.json` each. Returns the catalog's URL and the collections."""
+    out_url = (out_url or f"{store_url.rstrip('/')}/stac").rstrip("/")
+    names = [n for n in cubes_in(store_url, storage_options=storage_options)
+             if cube_exists(store_url, n, storage_options=storage_options)]
+    if not names:
+        raise FileNotFoundError(f"no cubes in {store_url} to describe")
+    catalog = pystac.Catalog(id="soilcube", description=f"soilcube cubes in {store_url}")
+    collections = [stac_collection(cube_url(store_url, name), storage_options) for name in names]
+    catalog.add_children(collections)
+    catalog.normalize_hrefs(out_url)
+    catalog.save(pystac.CatalogType.SELF_CONTAINED, stac_io=FsspecStacIO(storage_options))
+    return f"{out_url}/catalog.json", collections
+
+
+class FsspecStacIO(pystac.stac_io.DefaultStacIO):
+    """pystac reading and writing through fsspec (file://, s3:// with the store's storage options):
+    ``pystac.Catalog.from_file(url, stac_io=FsspecStacIO(options))``."""
+
+    def __init__(self, storage_options: Mapping | None = None):
+        super().__init__()
+        self.storage_options = dict(storage_options or {})
+
+    def read_text(self, source, *args, **kwargs) -> str:
+        fs, path = fsspec.core.url_to_fs(str(source), **self.storage_options)
+        return fs.cat_file(path).decode()
+
+    def write_text(self, dest, txt: str, *args, **kwargs) -> None:
+        fs, path = fsspec.core.url_to_fs(str(dest), **self.storage_options)
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(path, txt.encode())
+
+
+def _lonlat_box(cube: xr.Dataset) -> list[float]:
+    """[west, south, east, north] of the cells' outer edges: EASE2 x/y (cylindrical: the edges map to
+    meridians and parallels), or lon/lat cell centres."""
+    if {"x", "y"} <= set(cube.dims):
+        (x0, x1), (y0, y1) = (_edges(cube[axis].values) for axis in ("x", "y"))
+        lon, lat = Transformer.from_crs(EPSG, 4326, always_xy=True).transform([x0, x1], [y0, y1])
+        return [float(lon[0]), float(lat[0]), float(lon[1]), float(lat[1])]
+    lon, lat = (next(cube[d].values for d in cube.dims if d.startswith(p)) for p in ("lon", "lat"))
+    return [float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())]
+
+
+def _edges(centres: np.ndarray) -> tuple[float, float]:
+    half = abs(float(centres[1] - centres[0])) / 2 if centres.size > 1 else 0.0
+    return float(centres.min()) - half, float(centres.max()) + half
+
+
+def _period(cube: xr.Dataset) -> list[datetime | None]:
+    if "time" not in cube.dims:
+        return [None, None]
+    times = cube["time"].values
+    if "status" in cube and (cube["status"].values > 0).any():
+        times = times[cube["status"].values > 0]
+    return [pd.Timestamp(t).to_pydatetime().replace(tzinfo=UTC) for t in (times.min(), times.max())]
+
+
+def _dimension(cube: xr.Dataset, dim: str) -> Dimension:
+    """The datacube extension's dimension object: spatial (EASE2 x/y, or lon/lat), temporal, or the labels."""
+    values = cube[dim].values if dim in cube.coords else np.arange(cube.sizes[dim])
+    if dim in ("x", "y") or dim.startswith(("lon", "lat")):
+        axis = dim if dim in ("x", "y") else "x" if dim.startswith("lon") else "y"
+        steps = np.diff(values.astype(float))
+        regular = steps.size > 0 and np.allclose(steps, steps[0], rtol=1e-9)
+        return Dimension.from_dict({
+            "type": "spatial", "axis": axis, "extent": [float(values.min()), float(values.max())],
+            "step": float(steps.mean()) if regular else None,
+            "reference_system": EPSG if dim in ("x", "y") else 4326})
+    if dim == "time":
+        first, last = (f"{pd.Timestamp(t):%Y-%m-%dT%H:%M:%SZ}" for t in (values.min(), values.max()))
+        steps = np.unique(np.diff(values))
+        step = pd.Timedelta(steps[0]).isoformat() if steps.size == 1 else None
+        return Dimension.from_dict({"type": "temporal", "extent": [first, last], "step": step})
+    return Dimension.from_dict({"type": dim, "values": values.tolist()})
+
+
+def _variable(var: xr.DataArray) -> Variable:
+    return Variable({"dimensions": list(var.dims), "type": "auxiliary" if var.name == "status" else "data",
+                     "description": var.attrs.get("long_name", var.name),
+                     **({"unit": var.attrs["units"]} if "units" in var.attrs else {})})

@@ -416,6 +416,25 @@ def store_gc(
     _print_summary("garbage collection" + (" (dry run: nothing deleted)" if dry_run else ""), rows)
 
 
+@store_app.command("stac")
+def store_stac(
+    store: StoreOption = None,
+    out: Annotated[str | None, typer.Option(help="catalog folder URL (default: <store>/stac)")] = None,
+    config: ConfigOption = None,
+):
+    """Describe the store's cubes as a STAC catalog: a collection per cube (box, period made, datacube
+    dimensions and variables, the cube as asset with its snapshot id and tags)."""
+    from soilcube.access import write_stac_catalog
+
+    s, url = _store_and_cube(config, store, None)
+    catalog, collections = write_stac_catalog(url, out, s.storage_options)
+    rows = [{"collection": c.id, "period": " … ".join(f"{t:%Y-%m-%d}" if t else "–"
+                                                      for t in c.extent.temporal.intervals[0]),
+             "box (W, S, E, N)": ", ".join(f"{v:.3f}" for v in c.extent.spatial.bboxes[0]),
+             "snapshot": c.assets["cube"].extra_fields["icechunk:snapshot_id"]} for c in collections]
+    _print_summary(f"STAC catalog {catalog}", rows)
+
+
 @app.command()
 def validate(
     out: Annotated[Path, typer.Option(help="report directory")],

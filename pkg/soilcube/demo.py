@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from soilcube import refs, runs
+from soilcube.access import write_stac_catalog
 from soilcube.cluster import dask_client
 from soilcube.config import Settings
 from soilcube.grids import REGIONS
@@ -81,6 +82,9 @@ def run_demo(
             storage_options=storage_options,
         )
     console.print(f"report: {report_dir / 'report.md'}")
+    console.rule("7. describe the cubes as a STAC catalog")
+    catalog, _ = write_stac_catalog(cubes, storage_options=storage_options)
+    console.print(f"STAC catalog: {catalog}")
     return scores
 
 
