@@ -22,4 +22,8 @@ def gc_flow(
     if not settings.store:
         raise ValueError("settings.store is not set (SOILCUBE_STORE or the config file)")
     cubes = cubes_in(settings.store, storage_options=settings.storage_options)
-    return {cube: collect_garbage_task(settings.model_dump(), cube, min_age_hours) for cube in cubes}
+    if not cubes:
+        raise ValueError(f"no cube in the store {settings.store}")
+    # every cube's task runs, even when one fails
+    runs = {cube: collect_garbage_task.submit(settings.model_dump(), cube, min_age_hours) for cube in cubes}
+    return {cube: run.result() for cube, run in runs.items()}

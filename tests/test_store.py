@@ -2,6 +2,7 @@
 
 import tempfile
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
@@ -304,8 +305,45 @@ def test_tags_and_rollback_which_keeps_the_head_it_leaves_under_a_tag(store_url)
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}", version=kept), {1, 2})
     assert store.rollback(store_url, NAME, first) is None  # there already: no second tag
     assert len(store.tags_by_snapshot(store_url, NAME)[left]) == 1
-    with pytest.raises(icechunk.SnapshotNotFoundError):
-        store.rollback(store_url, NAME, "0000000000000000000A")
+    for unknown in ("0000000000000000000A", "not an id"):
+        with pytest.raises(ValueError, match=f"cube {store_url}/{NAME} has no snapshot '{unknown}'"):
+            store.rollback(store_url, NAME, unknown)
+    root = store.history(store_url, NAME)[-1].snapshot_id  # icechunk's empty repository
+    with pytest.raises(ValueError, match="before its template"):
+        store.rollback(store_url, NAME, root)
+    with pytest.raises(ValueError, match="has a tag 'v1.0' already"):
+        store.tag_release(store_url, NAME, "v1.0", snapshot_id=left)
+    assert store.history(store_url, NAME)[0].snapshot_id == first
+    assert store.tags_by_snapshot(store_url, NAME) == {first: ["v1.0"], left: [kept]}
+
+
+def test_a_run_that_started_before_a_rollback_does_not_commit_after_it(store_url):
+    first = write(store_url, [1], key="2016-01-01")
+    write(store_url, [2], key="2016-01-02")
+    staged = store.stage_slices(store_url, NAME, slices([3]), provenance={}, message="late", status="nrt")
+    store.rollback(store_url, NAME, first)
+    with pytest.raises(RuntimeError, match="main was rolled back past the snapshot this run started from"):
+        staged.commit()  # its shard holds day 2, which the rollback removed
+    assert store.history(store_url, NAME)[0].snapshot_id == first
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1})
+    write(store_url, [3])  # started after the rollback: commits
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1, 3})
+
+
+def test_a_commit_landing_during_a_rollback_leaves_main_and_the_tags_as_they_were(store_url, monkeypatch):
+    first = write(store_url, [1], key="2016-01-01")
+    write(store_url, [2], key="2016-01-02")
+    create_tag = icechunk.Repository.create_tag
+
+    def tag_then_another_run_commits(self, tag, snapshot_id):
+        create_tag(self, tag, snapshot_id)
+        write(store_url, [5], key="2016-01-06")
+
+    monkeypatch.setattr(icechunk.Repository, "create_tag", tag_then_another_run_commits)
+    with pytest.raises(RuntimeError, match="a commit landed on main while rolling back; nothing rolled back"):
+        store.rollback(store_url, NAME, first)
+    assert store.tags_by_snapshot(store_url, NAME) == {}
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1, 2, 5})
 
 
 def chunk_files(store_url) -> set[Path]:
@@ -321,12 +359,12 @@ def test_garbage_collection_deletes_a_failed_run_s_chunks_and_keeps_every_commit
     before = store.history(store_url, NAME)
 
     young = store.collect_garbage(store_url, NAME)  # the run might still be writing: its chunks stay
-    assert young["chunks_deleted"] == 0 and chunk_files(store_url) > committed_chunks
+    assert young["chunks"] == 0 and chunk_files(store_url) > committed_chunks
     counted = store.collect_garbage(store_url, NAME, min_age=timedelta(0), dry_run=True)
-    assert counted["chunks_deleted"] == len(chunk_files(store_url) - committed_chunks) > 0
+    assert counted["chunks"] == len(chunk_files(store_url) - committed_chunks) > 0
     assert chunk_files(store_url) > committed_chunks  # a dry run deletes nothing
     deleted = store.collect_garbage(store_url, NAME, min_age=timedelta(0))
-    assert deleted == counted and deleted["bytes_deleted"] > 0
+    assert deleted == counted and deleted["bytes"] > 0
     assert chunk_files(store_url) == committed_chunks
     assert store.history(store_url, NAME) == before
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1})
@@ -397,8 +435,9 @@ def test_round_trip_on_the_real_s3_server(seaweedfs):
                        storage_options=options)
     staged = chunk_objects() - chunks
     assert staged
+    time.sleep(2)  # S3 times objects to the second: the staged ones must be older than "now"
     deleted = store.collect_garbage(url, NAME, min_age=timedelta(0), storage_options=options)
-    assert deleted["chunks_deleted"] == len(staged)
+    assert deleted["chunks"] == len(staged)
     assert chunk_objects() == chunks
     assert store.cubes_in(url, storage_options=options) == [NAME]
     assert_holds_exactly(open_cube(f"{url}/{NAME}", storage_options=options), {0, 7, 8})
@@ -515,7 +554,8 @@ def test_store_verbs_list_tag_roll_back_and_collect_garbage(store_url, monkeypat
 
     def soilcube(*args):
         result = CliRunner().invoke(cli.app, ["store", *args, "--store", store_url])
-        return result.exit_code, " ".join(result.output.replace("│", " ").split())
+        said = result.output if result.exit_code != 1 else str(result.exception)  # (`main` prints that)
+        return result.exit_code, " ".join(said.replace("│", " ").split())
 
     first = write(store_url, [1, 2], key="2016-01", status="final")
     second = write(store_url, [3], key="nrt 2016-01-04")
@@ -524,6 +564,8 @@ def test_store_verbs_list_tag_roll_back_and_collect_garbage(store_url, monkeypat
     assert f"{second} " in said and "nrt 2016-01-04 nrt 2016-01-04 … 2016-01-04 (1)" in said
     assert f"{first} " in said and "2016-01 final 2016-01-02 … 2016-01-03 (2)" in said
     assert soilcube("tag", "v1", "--cube", NAME, "--snapshot", first) == (0, f"{NAME}: tag v1 → {first}")
+    code, said = soilcube("tag", "v1", "--cube", NAME)
+    assert code == 1 and f"cube {store_url}/{NAME} has a tag 'v1' already, on {first}" in said
 
     code, said = soilcube("rollback", first, "--cube", NAME)
     assert code == 2 and "add --yes" in said
@@ -539,7 +581,7 @@ def test_store_verbs_list_tag_roll_back_and_collect_garbage(store_url, monkeypat
     store.stage_slices(store_url, NAME, slices([9]), provenance={}, message="never committed", status="nrt")
     staged = len(chunk_files(store_url) - committed_chunks)
     code, said = soilcube("gc", "--min-age-hours", "0", "--dry-run")
-    assert code == 0 and "dry run: nothing deleted" in said and f"{NAME} {staged} " in said
+    assert code == 0 and "objects it would delete (dry run)" in said and f"{NAME} {staged} " in said
     code, said = soilcube("gc", "--min-age-hours", "0")
     assert code == 0 and f"{NAME} {staged} " in said and chunk_files(store_url) == committed_chunks
     code, said = soilcube("gc", "--min-age-hours", "0")

@@ -314,7 +314,8 @@ app.add_typer(store_app, name="store")
 CubeOption = Annotated[str, typer.Option(help="cube name: downscaled_1km, downscaled_400m, visir_model, …")]
 
 
-def _store_and_cube(config: Path | None, store: str | None, cube: str | None) -> tuple[Settings, str]:
+def _store_settings(config: Path | None, store: str | None, cube: str | None) -> tuple[Settings, str]:
+    """The settings and the store URL, for the store verbs; `cube` (if given) checked against the names."""
     from soilcube.store import CUBE_NAMES
 
     if cube is not None and cube not in CUBE_NAMES:
@@ -334,7 +335,7 @@ def store_history(
     """The commits of a cube's main branch, newest first: what each run wrote, and the tags on them."""
     from soilcube import store as cubes
 
-    s, url = _store_and_cube(config, store, cube)
+    s, url = _store_settings(config, store, cube)
     commits = cubes.history(url, cube, storage_options=s.storage_options)
     tags = cubes.tags_by_snapshot(url, cube, storage_options=s.storage_options)
     shown = f", the newest {limit}" if len(commits) > limit else ""
@@ -365,7 +366,7 @@ def store_tag(
     neither garbage collection nor expiry removes it."""
     from soilcube import store as cubes
 
-    s, url = _store_and_cube(config, store, cube)
+    s, url = _store_settings(config, store, cube)
     tagged = cubes.tag_release(url, cube, tag, snapshot_id=snapshot, storage_options=s.storage_options)
     console.print(f"{cube}: tag {escape(tag)} → {tagged}")
 
@@ -382,7 +383,7 @@ def store_rollback(
     The 1 km and 400 m cubes are separate repositories: roll back each."""
     from soilcube import store as cubes
 
-    s, url = _store_and_cube(config, store, cube)
+    s, url = _store_settings(config, store, cube)
     if not yes:
         raise typer.BadParameter("rolling back changes what every reader sees: add --yes to do it",
                                  param_hint="'--yes'")
@@ -395,8 +396,9 @@ def store_rollback(
 def store_gc(
     store: StoreOption = None,
     cube: Annotated[str | None, typer.Option(help="one cube (default: every cube in the store)")] = None,
-    min_age_hours: Annotated[float, typer.Option(
-        min=0, help="keep objects younger than this: a run still writing has uncommitted chunks")] = 24.0,
+    min_age_hours: Annotated[float | None, typer.Option(
+        min=0, help="keep objects younger than this: a run still writing has uncommitted chunks",
+        show_default="24")] = None,
     dry_run: Annotated[bool, typer.Option(help="count, delete nothing")] = False,
     config: ConfigOption = None,
 ):
@@ -406,14 +408,16 @@ def store_gc(
 
     from soilcube import store as cubes
 
-    s, url = _store_and_cube(config, store, cube)
+    s, url = _store_settings(config, store, cube)
     names = [cube] if cube else cubes.cubes_in(url, storage_options=s.storage_options)
     if not names:
         raise ValueError(f"no cube in the store {url}")
-    rows = [{"cube": name, **cubes.collect_garbage(url, name, min_age=timedelta(hours=min_age_hours),
-                                                  dry_run=dry_run, storage_options=s.storage_options)}
+    min_age = None if min_age_hours is None else timedelta(hours=min_age_hours)
+    rows = [{"cube": name, **cubes.collect_garbage(url, name, min_age=min_age, dry_run=dry_run,
+                                                  storage_options=s.storage_options)}
             for name in names]
-    _print_summary("garbage collection" + (" (dry run: nothing deleted)" if dry_run else ""), rows)
+    done = "it would delete (dry run)" if dry_run else "deleted"
+    _print_summary(f"garbage collection: objects {done}", rows)
 
 
 @store_app.command("stac")
@@ -426,7 +430,7 @@ def store_stac(
     dimensions and variables, the cube as asset with its snapshot id and tags)."""
     from soilcube.access import write_stac_catalog
 
-    s, url = _store_and_cube(config, store, None)
+    s, url = _store_settings(config, store, None)
     catalog, collections = write_stac_catalog(url, out, s.storage_options)
     rows = [{"collection": c.id, "period": " … ".join(f"{t:%Y-%m-%d}" if t else "–"
                                                       for t in c.extent.temporal.intervals[0]),

@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -62,8 +63,9 @@ STATUS_CODES = {"empty": 0, "nrt": 1, "final": 2}
 # `expire` and `collect_garbage` delete no object younger than this: a run still writing has chunks that
 # nothing reaches yet.
 GC_GRACE = timedelta(days=1)
-GC_COUNTS = ("chunks_deleted", "manifests_deleted", "snapshots_deleted", "attributes_deleted",
-             "transaction_logs_deleted", "bytes_deleted")
+GC_COUNTS = {"chunks": "chunks_deleted", "manifests": "manifests_deleted", "snapshots": "snapshots_deleted",
+             "attributes": "attributes_deleted", "transaction logs": "transaction_logs_deleted",
+             "bytes": "bytes_deleted"}  # collect_garbage's counts: icechunk's GCSummary fields
 # Minutes since the epoch hold every time step of every cube (daily, 3-hourly at 01:30…) exactly.
 TIME_ENCODING = {"units": "minutes since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int64"}
 
@@ -102,6 +104,16 @@ def cube_url(store_url: str, name: str) -> str:
     return f"{store_url.rstrip('/')}/{name}"
 
 
+@contextmanager
+def _naming(url: str, doing: str = "use"):
+    """icechunk errors as an OSError naming the cube: icechunk's message names no path, and its first line
+    says what failed (the rest is a trace)."""
+    try:
+        yield
+    except icechunk.IcechunkError as error:
+        raise OSError(f"cannot {doing} the cube at {url}: {str(error).strip().splitlines()[0]}") from error
+
+
 def open_repository(
     url: str, storage_options: Mapping | None = None, create: bool = False
 ) -> icechunk.Repository:
@@ -112,7 +124,7 @@ def open_repository(
     options serves fsspec and icechunk alike. Without them, S3 credentials come from the environment.
     """
     storage = _storage(url, storage_options or {})
-    try:
+    with _naming(url):
         if create:
             if icechunk.Repository.exists(storage):
                 raise FileExistsError(f"a cube already exists at {url}")
@@ -120,8 +132,6 @@ def open_repository(
         if not icechunk.Repository.exists(storage):
             raise FileNotFoundError(f"no cube (icechunk repository) at {url}")
         return icechunk.Repository.open(storage)
-    except icechunk.IcechunkError as error:  # its message names no path; its first line says what failed
-        raise OSError(f"cannot use the cube at {url}: {str(error).strip().splitlines()[0]}") from error
 
 
 def _storage(url: str, options: Mapping) -> icechunk.Storage:
@@ -301,8 +311,13 @@ def create_cube(
 
 def cubes_in(store_url: str, *, storage_options: Mapping | None = None) -> list[str]:
     """The names of the cubes (repositories) the store holds, in `CUBE_NAMES` order."""
-    return [name for name in CUBE_NAMES
-            if icechunk.Repository.exists(_storage(cube_url(store_url, name), storage_options or {}))]
+    names = []
+    for name in CUBE_NAMES:
+        url = cube_url(store_url, name)
+        with _naming(url, "look for"):
+            if icechunk.Repository.exists(_storage(url, storage_options or {})):
+                names.append(name)
+    return names
 
 
 def cube_exists(store_url: str, name: str, *, storage_options: Mapping | None = None) -> bool:
@@ -321,20 +336,41 @@ def cube_exists(store_url: str, name: str, *, storage_options: Mapping | None = 
 class StagedSlices:
     """Time slices written into a writable session of one cube and not yet visible (`stage_slices`)."""
 
+    repository: icechunk.Repository
     session: icechunk.Session
     message: str
     metadata: dict[str, Any] | None  # None: nothing staged
     times: np.ndarray  # the time steps staged (datetime64[ns]), in the order of the dataset
 
     def commit(self) -> str | None:
-        """Make the slices one new version of the cube; return its snapshot id (None: nothing staged)."""
+        """Make the slices one new version of the cube; return its snapshot id (None: nothing staged).
+
+        Refused (RuntimeError, nothing committed) when main was rolled back past the snapshot the run
+        started from: its whole shards carry the days it read there, which would bring the rolled-back
+        slices back.
+        """
         if self.metadata is None:
             return None
+        if not _on_main(self.repository, self.session.snapshot_id):
+            raise RuntimeError(f"cube {self.metadata['cube']}: main was rolled back past the snapshot this "
+                               f"run started from ({self.session.snapshot_id}); nothing committed, run it "
+                               "again")
         # ConflictDetector lets a run commit after a concurrent one that touched other shards, and refuses
         # (nothing committed) when both wrote the same shard.
         return self.session.commit(
             self.message, metadata=self.metadata, rebase_with=icechunk.ConflictDetector()
         )
+
+
+def _on_main(repo: icechunk.Repository, snapshot_id: str) -> bool:
+    """Whether `snapshot_id` is on main's history; walks back from the head only as far as its time."""
+    written = repo.lookup_snapshot(snapshot_id).written_at
+    for snapshot in repo.ancestry(branch=BRANCH):
+        if snapshot.id == snapshot_id:
+            return True
+        if snapshot.written_at < written:
+            return False
+    return False
 
 
 def write_slices(store_url: str, name: str, dataset: xr.Dataset, **options) -> str | None:
@@ -383,7 +419,7 @@ def stage_slices(
         open_steps = np.flatnonzero(cube["status"].values[positions] != STATUS_CODES["final"])
         slices, positions = slices.isel(time=open_steps), positions[open_steps]
         if not positions.size:
-            return StagedSlices(session, message, None, slices.time.values)
+            return StagedSlices(repo, session, message, None, slices.time.values)
     shard_chunks = _shard_chunks(cube, list(slices.data_vars))
     for span in _shard_spans(positions, shard_chunks["time"], cube.sizes["time"]):
         block = _whole_shards(slices, cube, positions, span)
@@ -409,7 +445,7 @@ def stage_slices(
         "variables": sorted(slices.data_vars),
         "provenance": provenance,
     }
-    return StagedSlices(session, message, _jsonable(metadata), times)
+    return StagedSlices(repo, session, message, _jsonable(metadata), times)
 
 
 def write_dataset(
@@ -588,16 +624,22 @@ def tag_release(
     storage_options: Mapping | None = None,
 ) -> str:
     """Tag a snapshot (the head of main by default) as release `tag`; return the tagged snapshot id."""
-    repo = open_repository(cube_url(store_url, name), storage_options)
-    snapshot_id = snapshot_id or repo.lookup_branch(BRANCH)
-    repo.create_tag(tag, snapshot_id)
+    url = cube_url(store_url, name)
+    repo = open_repository(url, storage_options)
+    with _naming(url, "tag"):
+        snapshot_id = _snapshot(repo, url, snapshot_id).id if snapshot_id else repo.lookup_branch(BRANCH)
+        if tag in repo.list_tags():
+            raise ValueError(f"cube {url} has a tag {tag!r} already, on {repo.lookup_tag(tag)}")
+        repo.create_tag(tag, snapshot_id)
     return snapshot_id
 
 
-def tags_by_snapshot(store_url: str, name: str, *, storage_options: Mapping | None = None) -> dict[str, list]:
+def tags_by_snapshot(
+    store_url: str, name: str, *, storage_options: Mapping | None = None
+) -> dict[str, list[str]]:
     """{snapshot id: its tag names, sorted} of cube `name`."""
     repo = open_repository(cube_url(store_url, name), storage_options)
-    tagged: dict[str, list] = {}
+    tagged: dict[str, list[str]] = {}
     for tag in sorted(repo.list_tags()):
         tagged.setdefault(repo.lookup_tag(tag), []).append(tag)
     return tagged
@@ -608,19 +650,39 @@ def rollback(
 ) -> str | None:
     """Point the main branch back at `snapshot_id`; return the tag now kept on the head it leaves.
 
-    The commits after `snapshot_id` leave the branch; the tag `rolled-back-<UTC time>-<old head>` keeps
-    them, and their chunks, from `collect_garbage` and `expire` until someone deletes it. Nothing changes
-    (None) when main is at `snapshot_id` already; the reset is refused if another commit lands meanwhile.
+    The commits after `snapshot_id` leave the branch. The tag `rolled-back-<UTC time>-<old head>` keeps
+    the head it leaves readable: `collect_garbage` and `expire` keep that snapshot and every chunk it
+    uses while the tag exists (deleting it, icechunk's `Repository.delete_tag`, lets them go). A run that
+    started before the rollback and commits after it is refused (`StagedSlices.commit`). Nothing changes
+    (None) when main is at `snapshot_id` already; nothing changes either (RuntimeError) when another
+    commit lands meanwhile, and the target must be a commit of soilcube's (not icechunk's empty root).
     """
-    repo = open_repository(cube_url(store_url, name), storage_options)
-    repo.lookup_snapshot(snapshot_id)  # a clear icechunk SnapshotNotFoundError before anything changes
-    head = repo.lookup_branch(BRANCH)
-    if head == snapshot_id:
-        return None
-    kept = f"rolled-back-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{head[:8]}"
-    repo.create_tag(kept, head)
-    repo.reset_branch(BRANCH, snapshot_id, from_snapshot_id=head)
+    url = cube_url(store_url, name)
+    repo = open_repository(url, storage_options)
+    with _naming(url, "roll back"):
+        target = _snapshot(repo, url, snapshot_id)
+        if target.parent_id is None:
+            raise ValueError(f"{snapshot_id} is the empty repository of {url}, before its template: "
+                             "roll back to a later commit")
+        head = repo.lookup_branch(BRANCH)
+        if head == snapshot_id:
+            return None
+        kept = f"rolled-back-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{head[:8]}"
+        repo.create_tag(kept, head)
+        try:
+            repo.reset_branch(BRANCH, snapshot_id, from_snapshot_id=head)
+        except icechunk.ConflictError:
+            repo.delete_tag(kept)
+            raise RuntimeError(f"{url}: a commit landed on main while rolling back; nothing rolled back, "
+                               "look at its history again") from None
     return kept
+
+
+def _snapshot(repo: icechunk.Repository, url: str, snapshot_id: str) -> icechunk.SnapshotInfo:
+    try:
+        return repo.lookup_snapshot(snapshot_id)
+    except (icechunk.NotFoundError, ValueError):  # well-formed and unknown, or not an id at all
+        raise ValueError(f"cube {url} has no snapshot {snapshot_id!r} (see its history)") from None
 
 
 def collect_garbage(
@@ -631,15 +693,20 @@ def collect_garbage(
     the chunks a run staged and never committed (a failed QC gate, a crash, a conflict), and those of
     expired snapshots. The history is untouched. `min_age` (default `GC_GRACE`) protects a run still
     writing (its chunks are reached by nothing until it commits). Returns counts of what was (with
-    `dry_run`: would be) deleted.
+    `dry_run`: would be) deleted, by kind of object, and the bytes.
     """
-    repo = open_repository(cube_url(store_url, name), storage_options)
-    older_than = datetime.now(UTC) - (GC_GRACE if min_age is None else min_age)
-    summary = repo.garbage_collect(older_than, dry_run=dry_run)
-    counts = {field: int(getattr(summary, field)) for field in GC_COUNTS}
+    min_age = GC_GRACE if min_age is None else min_age
+    if min_age < timedelta(0):
+        raise ValueError(f"min_age must not be negative, got {min_age}")
+    url = cube_url(store_url, name)
+    repo = open_repository(url, storage_options)
+    with _naming(url, "collect the garbage of"):
+        summary = repo.garbage_collect(datetime.now(UTC) - min_age, dry_run=dry_run)
+    counts = {kind: int(getattr(summary, field)) for kind, field in GC_COUNTS.items()}
     if summary.objects_failed_to_delete:
-        raise OSError(f"garbage collection of {cube_url(store_url, name)} could not delete "
-                      f"{summary.objects_failed_to_delete} objects (deleted: {counts})")
+        errors = "; ".join(str(e) for e in list(summary.delete_errors)[:2])
+        raise OSError(f"garbage collection of {url} could not delete {summary.objects_failed_to_delete} "
+                      f"objects ({errors}); deleted: {counts}")
     return counts
 
 

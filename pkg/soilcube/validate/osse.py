@@ -365,7 +365,9 @@ def _score_against_stations(products: list[StationProduct], insitu_dir: Path, ta
     obs, stations = insitu.read_ismn(insitu_dir)
     if cover_share is not None:
         cells = insitu.core_cells_from_shares(cover_share, stations, window=cube_window(cover_share, "M01"))
-        stations = stations.assign(core=np.where(cells["core"], "core", "extra"))
+        # (no label where the station has no share: outside the truth's window, or of unknown land cover)
+        stations = stations.assign(core=cells["core"].map({True: "core", False: "extra"})
+                                   .where(cells["lc_share"].notna()))
     per_cell = []
     for product in products:
         field = product.field.load()
