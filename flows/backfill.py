@@ -5,7 +5,8 @@ now (`soilcube.runs.month_committed`), is skipped, so a failed or interrupted ba
 it again. Months run one after another (each is one commit per cube, and commits to one cube do not run
 concurrently); a month that fails after its retries (none for days without inputs: they fail the same way
 again) does not stop the others: all are tried, then the flow fails naming each failed month and its error.
-Slices are marked `final`. References and the model must exist (refs and model flows).
+Slices are marked `final`. References and the model must exist (refs and model flows). The STAC catalog
+of the cubes is written anew once any month committed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import date
 from typing import Any
 
 from prefect import flow, get_run_logger
+from tasks.store import describe_cubes
 from tasks.visir import SKIPPED, downscale_month_task
 
 from soilcube import runs
@@ -50,6 +52,8 @@ def backfill_flow(
             else:
                 failed[label] = state.result(raise_on_failure=False)
     skipped = sum(result == SKIPPED for result in done.values())
+    if len(done) > skipped:
+        describe_cubes(config)
     get_run_logger().info(
         "backfill %s … %s: %d months done, %d skipped, %d failed",
         start, end, len(done) - skipped, skipped, len(failed),

@@ -3,7 +3,8 @@
 Target date = run date − 3 days, plus a trailing window re-checked for late or reprocessed granules
 (`soilcube.runs.nrt_days`): new granules get references, then those days are downscaled in one commit per
 cube with slices marked `nrt`; days a backfill already made final are left alone. A failed run leaves the
-cubes as they were; the next day's run re-checks.
+cubes as they were; the next day's run re-checks. The STAC catalog of the cubes is written anew after the
+commits.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from tasks.refs import build_references_task
+from tasks.store import describe_cubes
 from tasks.visir import downscale_days_task
 
 from soilcube.cluster import dask_client
@@ -35,4 +37,6 @@ def nrt_flow(
             get_run_logger().info("NRT run of %s: its days are final already, nothing to downscale", run_date)
             return {}
         get_run_logger().info("NRT run of %s: days %s", run_date, ", ".join(map(str, days)))
-        return downscale_days_task(config, days, "nrt")
+        commits = downscale_days_task(config, days, "nrt")
+    describe_cubes(config)
+    return commits

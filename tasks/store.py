@@ -1,4 +1,5 @@
-"""Task: garbage collection of one cube (the objects no commit or tag reaches)."""
+"""Tasks on the store: garbage collection of one cube (the objects no commit or tag reaches); the STAC
+catalog of the cubes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import timedelta
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from soilcube.access import write_stac_catalog
 from soilcube.config import Settings
 from soilcube.store import collect_garbage
 from tasks import run_logger
@@ -21,3 +23,21 @@ def collect_garbage_task(settings: dict, cube: str, min_age_hours: float) -> dic
                               storage_options=s.storage_options)
     run_logger().info("garbage collection of %s: %s", cube, deleted)
     return deleted
+
+
+@task(name="describe-cubes", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def describe_cubes_task(settings: dict) -> str:
+    """Write the STAC catalog of the store's cubes as they are now; returns the catalog's URL."""
+    s = Settings(**settings)
+    catalog, collections = write_stac_catalog(s.store, storage_options=s.storage_options)
+    run_logger().info("STAC catalog %s: %s", catalog, ", ".join(c.id for c in collections))
+    return catalog
+
+
+def describe_cubes(settings: dict) -> None:
+    """`describe_cubes_task` for a flow that has committed: a catalog left stale is logged as a warning,
+    not a failure of the run, whose commits stand."""
+    state = describe_cubes_task(settings, return_state=True)
+    if not state.is_completed():
+        error = state.result(raise_on_failure=False)
+        run_logger().warning("the STAC catalog was not written anew: %s", error)

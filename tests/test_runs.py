@@ -135,6 +135,7 @@ def test_the_backfill_verb_reports_each_month_as_it_ends(downscaled):
     assert result.exit_code == 0, result.output
     assert "2016-06: already committed, skipped" in result.output
     assert "1/1 months" in result.output  # the progress bar, at its end
+    assert "STAC catalog" not in result.output  # nothing committed: the catalog is not written anew
 
 
 def test_validation_report_scores_every_product_on_common_samples(downscaled, pristine_archive, tmp_path):

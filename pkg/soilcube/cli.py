@@ -274,6 +274,7 @@ def run_backfill(
     s = _run_settings(config, archive, store, region)
     progress = Progress(TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TextColumn("months"),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    committed = []
     with dask_client(s.scheduler_address, s.n_workers, console=console), progress:
         task = progress.add_task("backfill", total=len(runs.months(first, last)))
 
@@ -281,9 +282,14 @@ def run_backfill(
             if not isinstance(outcome, Exception):  # (a failure is logged by the backfill itself)
                 said = ", ".join(f"{k} {v}" for k, v in outcome.items()) or "already committed, skipped"
                 progress.console.print(f"{month}: {said}", soft_wrap=True)
+                committed.extend(outcome.values())
             progress.advance(task)
 
-        runs.backfill(s, first, last, on_month=month_ended)
+        try:
+            runs.backfill(s, first, last, on_month=month_ended)
+        finally:  # (also when other months failed)
+            if committed:
+                _describe_cubes(s)
 
 
 @run_app.command("nrt")
@@ -306,6 +312,16 @@ def run_nrt(
         commits = runs.nrt(s, day)
     made = ", ".join(f"{k} {v}" for k, v in commits.items())
     console.print(made or "every day is final already: nothing made")
+    if commits:
+        _describe_cubes(s)
+
+
+def _describe_cubes(s: Settings) -> None:
+    """The STAC catalog of the store's cubes written anew after a run committed (as the flows do)."""
+    from soilcube.access import write_stac_catalog
+
+    catalog, _ = write_stac_catalog(s.store, storage_options=s.storage_options)
+    console.print(f"STAC catalog: {catalog}")
 
 
 store_app = typer.Typer(help="The cubes' versions: history, release tags, rollback, garbage collection.",

@@ -8,12 +8,13 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import pystac
 import pytest
 import xarray as xr
 import yaml
 from prefect import Flow
 from tasks.refs import build_references_task
-from tasks.store import collect_garbage_task
+from tasks.store import collect_garbage_task, describe_cubes_task
 from tasks.visir import SKIPPED, downscale_days_task, downscale_month_task, fit_model_task, worth_retrying
 
 import soilcube.runs as runs
@@ -109,7 +110,7 @@ def test_tasks_retry_and_do_not_cache():
     from prefect.cache_policies import NO_CACHE
 
     for task in (build_references_task, fit_model_task, downscale_month_task, downscale_days_task,
-                 collect_garbage_task):
+                 collect_garbage_task, describe_cubes_task):
         assert task.retries >= 1 and task.retry_delay_seconds
         assert task.cache_policy is NO_CACHE, "the cubes say what is done, not Prefect's cache"
 
@@ -352,6 +353,19 @@ def test_nrt_flow_downscales_the_target_and_recheck_days_as_nrt(nrt_run, roots):
         assert (cube_status(roots["store"], name, commit) == store.STATUS_CODES["nrt"]).all(), name
     cube = open_cube(f"{roots['store']}/downscaled_1km", version=commits["downscaled_1km"])
     assert np.isfinite(cube["sm"].sel(time=slice(str(FIRST), str(LAST))).values).any()
+    # the STAC catalog written after the commits (names this run's commit, or a later one where the backfill
+    # test has run first)
+    described = catalog_snapshots(roots["store"])
+    assert described.keys() == {*runs.DOWNSCALED_CUBES, "visir_model"}
+    for name, commit in commits.items():
+        history = [c.snapshot_id for c in store.history(roots["store"], name)]  # newest first
+        assert history.index(described[name]) <= history.index(commit), name
+
+
+def catalog_snapshots(cube_root: str) -> dict[str, str]:
+    """{collection: the snapshot id its cube asset names} of the store's STAC catalog."""
+    catalog = pystac.Catalog.from_file(f"{cube_root}/stac/catalog.json")
+    return {c.id: c.assets["cube"].extra_fields["icechunk:snapshot_id"] for c in catalog.get_children()}
 
 
 @pytest.mark.slow
@@ -368,9 +382,12 @@ def test_backfill_flow_replaces_nrt_with_final_then_skips_the_month(nrt_run, sch
     sm = open_cube(f"{roots['store']}/downscaled_400m")["sm"].sel(time=slice(str(FIRST), str(LAST)))
     assert np.isfinite(sm.values).any()
 
+    described = catalog_snapshots(roots["store"])
+    assert {name: described[name] for name in commits} == commits
     again = timed("backfill_flow again (resume)", backfill_flow, start=FIRST, end=LAST, **scheduler)
     assert again.is_completed() and again.result() == {"2016-06": SKIPPED}
     assert store.history(roots["store"], "downscaled_1km")[0].snapshot_id == commits["downscaled_1km"]
+    assert catalog_snapshots(roots["store"]) == described
 
 
 @pytest.mark.slow
