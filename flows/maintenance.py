@@ -24,6 +24,13 @@ def gc_flow(
     cubes = cubes_in(settings.store, storage_options=settings.storage_options)
     if not cubes:
         raise ValueError(f"no cube in the store {settings.store}")
-    # every cube's task runs, even when one fails
-    runs = {cube: collect_garbage_task.submit(settings.model_dump(), cube, min_age_hours) for cube in cubes}
-    return {cube: run.result() for cube, run in runs.items()}
+    # every cube's task runs, even when one fails; the flow then fails naming each failed cube
+    config = settings.model_dump()
+    futures = {cube: collect_garbage_task.submit(config, cube, min_age_hours) for cube in cubes}
+    for future in futures.values():
+        future.wait()
+    failed = {cube: f.state.result(raise_on_failure=False) for cube, f in futures.items()
+              if not f.state.is_completed()}
+    if failed:
+        raise RuntimeError("garbage collection failed: " + "; ".join(f"{c}: {e}" for c, e in failed.items()))
+    return {cube: future.result() for cube, future in futures.items()}

@@ -38,5 +38,6 @@ def nrt_flow(
             return {}
         get_run_logger().info("NRT run of %s: days %s", run_date, ", ".join(map(str, days)))
         commits = downscale_days_task(config, days, "nrt")
-    describe_cubes(config)
+    if commits:
+        describe_cubes(config)
     return commits

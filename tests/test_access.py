@@ -2,6 +2,7 @@
 catalog that describes the cubes."""
 
 from datetime import UTC
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -96,11 +97,12 @@ def test_stac_catalog_describes_each_cube_as_it_is_when_written(store_url):
     store.write_slices(store_url, NAME, scenes([9, 10]), provenance={}, message="day 2", status="nrt")
     store.tag_release(store_url, NAME, "v1")
     url, _ = write_stac_catalog(store_url)
-    assert url == f"{store_url}/stac/catalog.json"
+    assert url == Path(store_url, "stac", "catalog.json").as_uri()
     (collection,) = pystac.Catalog.from_file(url).get_children()
     assert collection.id == NAME
     np.testing.assert_allclose(collection.extent.spatial.bboxes[0], window_box(WINDOW))
-    assert collection.extent.temporal.intervals == [[utc(SCENES[9]), utc(SCENES[10])]]  # the scenes made
+    three_hours = np.timedelta64(3, "h")  # the period ends one step after the last scene made
+    assert collection.extent.temporal.intervals == [[utc(SCENES[9]), utc(SCENES[10] + three_hours)]]
     cube = DatacubeExtension.ext(collection)
     assert pd.Timedelta(cube.dimensions["time"].step) == pd.Timedelta("3h")
     assert cube.dimensions["time"].extent == ["2016-07-01T01:30:00Z", "2016-07-04T22:30:00Z"]
@@ -111,14 +113,24 @@ def test_stac_catalog_describes_each_cube_as_it_is_when_written(store_url):
     assert cube.variables["sm"].dimensions == ["time", "y", "x"] and cube.variables["sm"].unit == "m3 m-3"
     assert cube.variables["status"].var_type == "auxiliary"
     asset = collection.assets["cube"]
-    assert asset.href == f"{store_url}/{NAME}" and asset.extra_fields["icechunk:tags"] == ["v1"]
+    assert asset.href == Path(store_url, NAME).as_uri() and asset.extra_fields["icechunk:tags"] == ["v1"]
+    assert asset.media_type == "application/vnd.zarr+icechunk"
     assert asset.extra_fields["icechunk:snapshot_id"] == store.history(store_url, NAME)[0].snapshot_id
     assert int(open_cube(asset.href, version="v1").sm.count()) == 2 * WINDOW.nrows * WINDOW.ncols
 
     newer = store.write_slices(store_url, NAME, scenes([20]), provenance={}, message="day 3", status="nrt")
     (collection,) = pystac.Catalog.from_file(write_stac_catalog(store_url)[0]).get_children()
-    assert collection.extent.temporal.intervals == [[utc(SCENES[9]), utc(SCENES[20])]]
+    assert collection.extent.temporal.intervals == [[utc(SCENES[9]), utc(SCENES[20] + three_hours)]]
     assert collection.assets["cube"].extra_fields["icechunk:snapshot_id"] == newer
+
+
+def test_a_stac_catalog_of_a_store_given_as_a_relative_path_names_the_cube_absolutely(store_url, monkeypatch):
+    store_path = Path(store_url)
+    monkeypatch.chdir(store_path.parent)
+    url, _ = write_stac_catalog(store_path.name)
+    assert url == (store_path / "stac" / "catalog.json").as_uri()
+    (collection,) = pystac.Catalog.from_file(url).get_children()
+    assert collection.assets["cube"].get_absolute_href() == (store_path / NAME).as_uri()
 
 
 @pytest.mark.slow
@@ -131,4 +143,5 @@ def test_stac_catalog_on_the_real_s3_server(seaweedfs):
     (collection,) = pystac.Catalog.from_file(catalog, stac_io=FsspecStacIO(options)).get_children()
     assert collection.assets["cube"].href == f"{url}/{NAME}"
     # nothing made yet: the period is the whole time axis
-    assert collection.extent.temporal.intervals == [[utc(SCENES[0]), utc(SCENES[-1])]]
+    whole_axis = [utc(SCENES[0]), utc(SCENES[-1] + np.timedelta64(3, "h"))]
+    assert collection.extent.temporal.intervals == [whole_axis]

@@ -8,7 +8,7 @@ import math
 import pytest
 from rich.console import Console
 
-from soilcube.bench import run_refs_benchmark, run_visir_benchmark
+from soilcube.bench import ACCESS_OPERATIONS, run_access_benchmark, run_refs_benchmark, run_visir_benchmark
 from soilcube.grids import Window
 
 
@@ -95,3 +95,15 @@ def test_visir_mosaic_plan_figures(visir):
         assert t["sample_chunks"] == 3 and t["sample_blocks_equal"], pixels
         assert _positive(t["plan_s"]) and _positive(t["lookup_s_per_chunk"]) and t["tile_blocks"] >= 4
         assert t["lookup_s_extrapolated"] == pytest.approx(t["lookup_s_per_chunk"] * 4)
+
+
+def test_access_benchmark_figures():
+    figures = run_access_benchmark(console=_quiet(), days=10, repeats=1)  # (it checks every read's values)
+    json.dumps(figures)
+    assert figures["days"] == 10 and figures["window"] == {"grid": "M01", "shape": [360, 360]}
+    assert _positive(figures["chunk_bytes_stored"])
+    for where in ("local disk", "S3"):
+        assert _positive(figures["write_s"][where])
+        assert all(len(figures["runs_s"][where][op]) == 1 for op in ACCESS_OPERATIONS)
+    for operation in ACCESS_OPERATIONS:
+        assert _positive(figures["ratio_s3_to_local_disk"][operation]), operation

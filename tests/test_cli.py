@@ -97,3 +97,18 @@ def test_soilcube_debug_shows_the_traceback(tmp_path):
                          env={**os.environ, "SOILCUBE_DEBUG": "1"})
     assert run.returncode == 1
     assert "Traceback" in run.stderr and "no cube (icechunk repository)" in run.stderr
+
+
+def test_a_catalog_that_cannot_be_written_after_a_run_is_a_warning_not_an_error(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from soilcube import cli
+    from soilcube.config import Settings
+
+    said = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=said, width=300))
+    cli._describe_cubes(Settings(store=(tmp_path / "no-store").as_uri()))  # (no cubes there)
+    assert "warning: the STAC catalog was not written anew (no cubes in" in said.getvalue()
+    assert "run `soilcube store stac`" in said.getvalue()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlparse
 
 import fsspec
 import icechunk
@@ -37,7 +39,8 @@ CUBE_DESCRIPTIONS = {
     "characteristics": "Yearly per-pixel soil-moisture characteristics (max, min, mean, median).",
     "fused_1km_3h": "3-hourly 1 km soil moisture: VIPSTF fusion of SMAP L4 with the 1 km daily product.",
 }
-ZARR_MEDIA_TYPE = "application/vnd+zarr"  # an icechunk repository of Zarr v3 arrays
+# Not plain Zarr: the Zarr v3 arrays are inside an icechunk repository (an icechunk-aware client opens it).
+CUBE_MEDIA_TYPE = "application/vnd.zarr+icechunk"
 
 
 def open_cube(url: str, version: str | None = None, storage_options: Mapping | None = None) -> xr.Dataset:
@@ -91,8 +94,9 @@ def stac_collection(url: str, storage_options: Mapping | None = None) -> pystac.
     extension's dimensions and variables, and one asset, the cube (with the head's snapshot id and tags,
     to open with `open_cube`)."""
     name = url.rstrip("/").rsplit("/", 1)[-1]
-    cube = open_cube(url, storage_options=storage_options)
     repo = open_repository(url, storage_options)
+    head = repo.lookup_branch(BRANCH)  # one snapshot for everything said (a run may commit meanwhile)
+    cube = open_cube(url, version=head, storage_options=storage_options)
     extent = pystac.Extent(pystac.SpatialExtent([_lonlat_box(cube)]), pystac.TemporalExtent([_period(cube)]))
     collection = pystac.Collection(id=name, description=CUBE_DESCRIPTIONS.get(name, name), extent=extent,
                                    license="other", keywords=["soil moisture", "SMAP", "downscaling"])
@@ -100,9 +104,9 @@ def stac_collection(url: str, storage_options: Mapping | None = None) -> pystac.
         dimensions={dim: _dimension(cube, dim) for dim in cube.dims},
         variables={var: _variable(cube[var]) for var in cube.data_vars},
     )
-    snapshot = {"icechunk:snapshot_id": repo.lookup_branch(BRANCH), "icechunk:tags": sorted(repo.list_tags())}
+    snapshot = {"icechunk:snapshot_id": head, "icechunk:tags": sorted(repo.list_tags())}
     collection.add_asset("cube", pystac.Asset(
-        href=url, media_type=ZARR_MEDIA_TYPE, roles=["data"], extra_fields=snapshot,
+        href=url, media_type=CUBE_MEDIA_TYPE, roles=["data"], extra_fields=snapshot,
         title=f"{name}: an icechunk repository, soilcube.access.open_cube(href, version=tag or snapshot id)",
     ))
     return collection
@@ -113,7 +117,8 @@ def write_stac_catalog(
 ) -> tuple[str, list[pystac.Collection]]:
     """Write a self-contained STAC catalog of the store's cubes to `out_url` (default `<store>/stac`):
     catalog.json and `<cube>/collection.json` each. Returns the catalog's URL and the collections."""
-    out_url = (out_url or f"{store_url.rstrip('/')}/stac").rstrip("/")
+    store_url = _absolute(store_url)  # the assets' hrefs must not depend on where the catalog lies
+    out_url = _absolute(out_url or f"{store_url.rstrip('/')}/stac").rstrip("/")
     names = [n for n in cubes_in(store_url, storage_options=storage_options)
              if cube_exists(store_url, n, storage_options=storage_options)]
     if not names:
@@ -144,6 +149,11 @@ class FsspecStacIO(pystac.stac_io.DefaultStacIO):
         fs.pipe_file(path, txt.encode())
 
 
+def _absolute(url: str) -> str:
+    """A plain path as a file:// URL; URLs as they are."""
+    return url if urlparse(url).scheme else Path(url).resolve().as_uri()
+
+
 def _lonlat_box(cube: xr.Dataset) -> list[float]:
     """[west, south, east, north] of the cells' outer edges: EASE2 x/y (cylindrical: the edges map to
     meridians and parallels), or lon/lat cell centres."""
@@ -151,8 +161,10 @@ def _lonlat_box(cube: xr.Dataset) -> list[float]:
         (x0, x1), (y0, y1) = (_edges(cube[axis].values) for axis in ("x", "y"))
         lon, lat = Transformer.from_crs(EPSG, 4326, always_xy=True).transform([x0, x1], [y0, y1])
         return [float(lon[0]), float(lat[0]), float(lon[1]), float(lat[1])]
-    lon, lat = (next(cube[d].values for d in cube.dims if d.startswith(p)) for p in ("lon", "lat"))
-    return [float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())]
+    lon, lat = ([cube[d].values for d in cube.dims if d.startswith(axis)] for axis in ("lon", "lat"))
+    if not (lon and lat):
+        raise ValueError(f"a cube with dims {list(cube.dims)}: neither x/y nor lon/lat to place it")
+    return [float(lon[0].min()), float(lat[0].min()), float(lon[0].max()), float(lat[0].max())]
 
 
 def _edges(centres: np.ndarray) -> tuple[float, float]:
@@ -161,12 +173,16 @@ def _edges(centres: np.ndarray) -> tuple[float, float]:
 
 
 def _period(cube: xr.Dataset) -> list[datetime | None]:
+    """[first, end] of the time steps that hold data (with a `status`, else all): end = the last step + one
+    step (a day's AM and PM slices lie after the day's time label)."""
     if "time" not in cube.dims:
         return [None, None]
     times = cube["time"].values
-    if "status" in cube and (cube["status"].values > 0).any():
-        times = times[cube["status"].values > 0]
-    return [pd.Timestamp(t).to_pydatetime().replace(tzinfo=UTC) for t in (times.min(), times.max())]
+    step = np.diff(times).min() if times.size > 1 else np.timedelta64(0, "s")
+    if "status" in cube:
+        made = cube["status"].values > 0
+        times = times[made] if made.any() else times
+    return [pd.Timestamp(t).to_pydatetime().replace(tzinfo=UTC) for t in (times.min(), times.max() + step)]
 
 
 def _dimension(cube: xr.Dataset, dim: str) -> Dimension:

@@ -11,6 +11,9 @@ targets in timed unit tests.
   block of chunks; (c) the model fit over 40 years of a CONUS GLDAS window (wall time, peak memory per
   worker); (d) planning the VIIRS mosaic of a global 400 m day (the tile blocks of every chunk) against the
   per-cell lookup it replaced.
+- `run_access_benchmark`: what an analyst does with a cube through `open_cube` (open it; a map of one day; a
+  pixel's time series; a 36 km box's mean time series), on a year of a downscaled_1km cube over Oklahoma
+  in the real layout, through the embedded S3 server against the same cube on local disk, interleaved.
 
 Every figure is measured in the run that prints it; where a run covers only part of the work (a band of
 chunks, a few years) the output says so and how the whole was extrapolated.
@@ -815,3 +818,107 @@ def _print_visir(console: Console, f: dict) -> None:
     rows.append(("load average (1 min)", f"{f['load_average_1min_start']:.1f}",
                  f"at start, {f['cores']} cores: wall times include other processes' load"))
     console.print(_table("VIS/IR benchmark", rows))
+
+
+# --- 3. analysts' access to a cube ------------------------------------------------------------------------
+
+ACCESS_CUBE = "downscaled_1km"
+ACCESS_OPERATIONS = ("open", "map of one day", "pixel time series", "36 km box mean time series")
+
+
+def _access_year(window, times, seed: int) -> np.ndarray:
+    """Plausible soil moisture (time, overpass, y, x), float32: a static pattern, a seasonal cycle, drydowns
+    and noise, so that chunks compress as real fields do, not as constants or white noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.meshgrid(np.linspace(0, 6, window.nrows), np.linspace(0, 6, window.ncols), indexing="ij")
+    static = 0.05 * np.sin(y) * np.cos(1.3 * x)
+    day = np.arange(len(times))[:, None, None, None]
+    seasonal = 0.05 * np.cos(2 * np.pi * (day - 150) / 365.25)
+    overpass = np.array([0.0, -0.01])[None, :, None, None]
+    noise = rng.normal(0, 0.01, (len(times), 2, *window.shape))
+    return (0.25 + static + seasonal + overpass + noise).astype(np.float32)
+
+
+def run_access_benchmark(console: Console | None = None, days: int = 365, repeats: int = 5,
+                         seed: int = 0) -> dict:
+    """Analysts' reads through `open_cube`, on `days` days of a `downscaled_1km` cube over Oklahoma (the
+    stores' default layout: 8-day shards of 180² chunks), written once to the embedded S3 server
+    (SeaweedFS on loopback) and once to local disk; the operations (`ACCESS_OPERATIONS`, each read after a
+    fresh open, the open timed alone) interleaved between the two, median of `repeats`, every read checked
+    against the values written. Returns the figures (JSON-friendly), with the ratios S3 / local disk."""
+    import pandas as pd
+    import xarray as xr
+
+    from soilcube import store
+    from soilcube.access import open_cube
+    from soilcube.embedded import SeaweedFS
+    from soilcube.grids import REGIONS
+
+    console = console or Console()
+    window = REGIONS["oklahoma"].window("M01")
+    times = pd.date_range("2016-01-01", periods=days, freq="D")
+    values = _access_year(window, times, seed)
+    row, col, box = window.nrows // 2, window.ncols // 3, 36
+    expected = {
+        "map of one day": values[days // 2, 0],
+        "pixel time series": values[:, :, row, col],
+        "36 km box mean time series": values[:, :, row : row + box, col : col + box].mean(axis=(2, 3)),
+    }
+    reads = {
+        "map of one day": lambda cube: cube["sm"].isel(time=days // 2, overpass=0).values,
+        "pixel time series": lambda cube: cube["sm"].isel(y=row, x=col).values,
+        "36 km box mean time series": lambda cube: cube["sm"].isel(
+            y=slice(row, row + box), x=slice(col, col + box)).mean(("y", "x")).values,
+    }
+    with tempfile.TemporaryDirectory(prefix="soilcube-bench-") as tmp, SeaweedFS() as server:
+        stores = {"local disk": ((Path(tmp) / "cubes").as_uri(), {}),
+                  "S3": (f"{server.new_bucket()}/cubes", server.storage_options)}
+        write_s = {}
+        for where, (url, options) in stores.items():
+            def write(url=url, options=options):
+                store.create_cube(url, ACCESS_CUBE, window, times, extra_dims={"overpass": ["AM", "PM"]},
+                                  status=True, storage_options=options)
+                for month in sorted(set(times.strftime("%Y-%m"))):
+                    at = np.flatnonzero(times.strftime("%Y-%m") == month)
+                    dataset = xr.Dataset(
+                        {"sm": (("time", "overpass", "y", "x"), values[at])},
+                        coords={"time": times[at], "overpass": ["AM", "PM"], "y": window.y, "x": window.x})
+                    store.write_slices(url, ACCESS_CUBE, dataset, provenance={}, message=month, key=month,
+                                       status="final", storage_options=options)
+            write_s[where] = _timed(write)[0]
+        runs: dict[str, dict[str, list[float]]] = {w: {op: [] for op in ACCESS_OPERATIONS} for w in stores}
+        for repeat in range(repeats + 1):  # the first round warms up (and checks every read)
+            for where, (url, options) in stores.items():
+                target = store.cube_url(url, ACCESS_CUBE)
+                open_s, _ = _timed(lambda target=target, options=options: open_cube(target,
+                                                                                    storage_options=options))
+                timings = {"open": open_s}
+                for operation, read in reads.items():
+                    cube = open_cube(target, storage_options=options)
+                    timings[operation], got = _timed(lambda read=read, cube=cube: read(cube))
+                    if repeat == 0:
+                        np.testing.assert_allclose(got, expected[operation], rtol=1e-6, err_msg=operation)
+                if repeat:
+                    for operation, seconds in timings.items():
+                        runs[where][operation].append(seconds)
+        # (the same objects in both stores)
+        stored = sum(p.stat().st_size for p in (Path(tmp) / "cubes" / ACCESS_CUBE / "chunks").rglob("*"))
+
+    median = {w: {op: statistics.median(v) for op, v in ops.items()} for w, ops in runs.items()}
+    ratios = {op: median["S3"][op] / median["local disk"][op] for op in ACCESS_OPERATIONS}
+    figures = _plain({
+        "cube": ACCESS_CUBE, "window": {"grid": "M01", "shape": list(window.shape)}, "days": days,
+        "layout": "8-day shards of 180x180 chunks (the stores' default)", "repeats": repeats,
+        "chunk_bytes_stored": stored, "write_s": write_s, "median_s": median,
+        "ratio_s3_to_local_disk": ratios, "runs_s": runs,
+    })
+    console.print(_table(
+        f"{ACCESS_CUBE}, Oklahoma {window.nrows}×{window.ncols} at 1 km, {days} days × AM/PM, through "
+        f"open_cube, median of {repeats} interleaved runs",
+        [("chunks stored", _mib(stored), f"written to local disk / S3 in {write_s['local disk']:.1f} s / "
+          f"{write_s['S3']:.1f} s (one commit per month)")]
+        + [(operation, f"{_ms(median['local disk'][operation])} / {_ms(median['S3'][operation])}",
+            f"local disk / S3; S3 / local disk {ratios[operation]:.2f}") for operation in ACCESS_OPERATIONS],
+    ))
+    return figures
+

@@ -363,12 +363,13 @@ class StagedSlices:
 
 
 def _on_main(repo: icechunk.Repository, snapshot_id: str) -> bool:
-    """Whether `snapshot_id` is on main's history; walks back from the head only as far as its time."""
-    written = repo.lookup_snapshot(snapshot_id).written_at
+    """Whether `snapshot_id` is on main's history; walks back from the head only as far as an hour before
+    its time (commits come from machines whose clocks may differ a little)."""
+    oldest = repo.lookup_snapshot(snapshot_id).written_at - timedelta(hours=1)
     for snapshot in repo.ancestry(branch=BRANCH):
         if snapshot.id == snapshot_id:
             return True
-        if snapshot.written_at < written:
+        if snapshot.written_at < oldest:
             return False
     return False
 

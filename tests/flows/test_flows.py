@@ -384,10 +384,12 @@ def test_backfill_flow_replaces_nrt_with_final_then_skips_the_month(nrt_run, sch
 
     described = catalog_snapshots(roots["store"])
     assert {name: described[name] for name in commits} == commits
+    catalog = Path(roots["store"].removeprefix("file://")) / "stac" / "catalog.json"
+    written = catalog.stat().st_mtime_ns
     again = timed("backfill_flow again (resume)", backfill_flow, start=FIRST, end=LAST, **scheduler)
     assert again.is_completed() and again.result() == {"2016-06": SKIPPED}
     assert store.history(roots["store"], "downscaled_1km")[0].snapshot_id == commits["downscaled_1km"]
-    assert catalog_snapshots(roots["store"]) == described
+    assert catalog.stat().st_mtime_ns == written  # nothing committed: not written again
 
 
 @pytest.mark.slow
@@ -459,3 +461,33 @@ def test_gc_flow_deletes_the_chunks_of_a_run_that_never_committed_in_every_cube(
         assert set(chunks[name].rglob("*")) == kept[name]
         assert store.history(url, name) == history[name]
     np.testing.assert_array_equal(open_cube(f"{url}/{names[0]}")["sm"].values[0], values[0])
+
+
+@pytest.mark.slow
+def test_gc_flow_collects_every_cube_when_one_fails_then_fails_naming_it(prefect_server, tmp_path,
+                                                                          monkeypatch):
+    import flows.maintenance
+    import tasks.store
+
+    from soilcube.grids import REGIONS
+
+    url, window = (tmp_path / "store").as_uri(), REGIONS["oklahoma"].window("M09")
+    days = np.arange("2016-06-01", "2016-06-09", dtype="datetime64[D]").astype("datetime64[ns]")
+    for name in ("downscaled_1km", "downscaled_400m"):
+        store.create_cube(url, name, window, days)
+    collect = store.collect_garbage
+
+    def unreadable_1km(store_url, name, **options):  # (the first cube)
+        if name == "downscaled_1km":
+            raise OSError(f"cannot collect the garbage of the cube at {store_url}/{name}: access denied")
+        collected.append(name)
+        return collect(store_url, name, **options)
+
+    collected = []
+    monkeypatch.setattr(tasks.store, "collect_garbage", unreadable_1km)
+    monkeypatch.setattr(flows.maintenance, "collect_garbage_task",
+                        tasks.store.collect_garbage_task.with_options(retries=0))
+    state = flows.maintenance.gc_flow(store=url, return_state=True)
+    assert state.is_failed() and collected == ["downscaled_400m"]
+    with pytest.raises(RuntimeError, match="garbage collection failed: downscaled_1km: .*access denied"):
+        state.result()
