@@ -726,9 +726,12 @@ def expire(
     """
     if older_than.tzinfo is None:
         older_than = older_than.replace(tzinfo=UTC)
-    repo = open_repository(cube_url(store_url, name), storage_options)
-    expired = repo.expire_snapshots(older_than)
-    repo.garbage_collect(min(older_than, datetime.now(UTC) - GC_GRACE))
+    url = cube_url(store_url, name)
+    repo = open_repository(url, storage_options)
+    with _naming(url, "expire snapshots of"):
+        expired = repo.expire_snapshots(older_than)
+    collect_garbage(store_url, name, min_age=max(GC_GRACE, datetime.now(UTC) - older_than),
+                    storage_options=storage_options)
     return expired
 
 
