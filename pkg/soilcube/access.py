@@ -10,9 +10,9 @@ the asset), for search tools and for analysts who browse before they open.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlparse
 
 import fsspec
@@ -150,8 +150,9 @@ class FsspecStacIO(pystac.stac_io.DefaultStacIO):
 
 
 def _absolute(url: str) -> str:
-    """A plain path as a file:// URL; URLs as they are."""
-    return url if urlparse(url).scheme else Path(url).resolve().as_uri()
+    """A plain path made absolute (not a file:// URL: the stores take paths as they are, unencoded); URLs as
+    they are."""
+    return url if urlparse(url).scheme else os.path.abspath(url)
 
 
 def _lonlat_box(cube: xr.Dataset) -> list[float]:
@@ -173,8 +174,8 @@ def _edges(centres: np.ndarray) -> tuple[float, float]:
 
 
 def _period(cube: xr.Dataset) -> list[datetime | None]:
-    """[first, end] of the time steps that hold data (with a `status`, else all): end = the last step + one
-    step (a day's AM and PM slices lie after the day's time label)."""
+    """[first, end] of the time labels that hold data (with a `status`, else all): end = the last label + the
+    axis' step (a day's AM and PM slices lie after the day's label); [t, t] for a one-step axis."""
     if "time" not in cube.dims:
         return [None, None]
     times = cube["time"].values

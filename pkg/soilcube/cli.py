@@ -288,9 +288,8 @@ def run_backfill(
 
         try:
             runs.backfill(s, first, last, on_month=month_ended)
-        except Exception:  # other months failed: the catalog still shows the ones committed
-            if committed:
-                _describe_cubes(s)
+        except Exception:  # failed months (one may have committed one of its cubes): describe all the same
+            _describe_cubes(s)
             raise
     if committed:
         _describe_cubes(s)

@@ -7,6 +7,7 @@ elsewhere; the process is ended by its own id when the context exits.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -54,6 +55,7 @@ class SeaweedFS:
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="soilcube-s3-"))
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen | None = None
+        self._scratch: str | None = None
         self.s3_port = 0
 
     @property
@@ -104,7 +106,12 @@ class SeaweedFS:
             "-s3.port.lance=0",
         ]
         log = open(self.data_dir / "weed.log", "wb")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir)
+        # weed puts its sockets, a volume folder and its logs in the temporary folder: one of its own (short:
+        # a unix socket's path has a length limit), removed when it stops
+        self._scratch = tempfile.mkdtemp(prefix="weed-")
+        args += [f"-s3.localSocket={self._scratch}/s3.sock", f"-filer.localSocket={self._scratch}/filer.sock"]
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir,
+                                        env={**os.environ, "TMPDIR": self._scratch})
         self._wait_ready()
         return self
 
@@ -145,6 +152,9 @@ class SeaweedFS:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
