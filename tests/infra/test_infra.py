@@ -373,7 +373,7 @@ def test_prefect_job_template_is_valid_and_runs_soilcube(base):
 def test_prefect_deployments_use_the_work_pool():
     pool = prefect_values()["worker"]["config"]["workPool"]
     deployments = yaml.safe_load((REPO / "flows" / "prefect.yaml").read_text())["deployments"]
-    assert {d["name"] for d in deployments} == {"nrt", "backfill", "model", "refs"}
+    assert {d["name"] for d in deployments} == {"nrt", "backfill", "model", "refs", "gc"}
     for deployment in deployments:
         assert deployment["work_pool"]["name"] == pool, deployment["name"]
 
