@@ -25,7 +25,7 @@ from pyproj import Transformer
 from pystac.extensions.datacube import DatacubeExtension, Dimension, Variable
 
 from soilcube.grids import EPSG
-from soilcube.store import BRANCH, cube_exists, cube_url, cubes_in, open_repository
+from soilcube.store import BRANCH, CUBE_NAMES, cube_exists, cube_url, open_repository
 
 CUBE_DESCRIPTIONS = {
     "downscaled_1km": "Daily 1 km soil moisture (0-5 cm) at the SMAP AM/PM overpasses: VIS/IR thermal-"
@@ -119,8 +119,7 @@ def write_stac_catalog(
     catalog.json and `<cube>/collection.json` each. Returns the catalog's URL and the collections."""
     store_url = _absolute(store_url)  # the assets' hrefs must not depend on where the catalog lies
     out_url = _absolute(out_url or f"{store_url.rstrip('/')}/stac").rstrip("/")
-    names = [n for n in cubes_in(store_url, storage_options=storage_options)
-             if cube_exists(store_url, n, storage_options=storage_options)]
+    names = [n for n in CUBE_NAMES if cube_exists(store_url, n, storage_options=storage_options)]
     if not names:
         raise FileNotFoundError(f"no cubes in {store_url} to describe")
     catalog = pystac.Catalog(id="soilcube", description=f"soilcube cubes in {store_url}")
