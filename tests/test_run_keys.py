@@ -31,6 +31,14 @@ def test_a_partial_month_has_its_own_key_so_a_later_whole_month_is_not_skipped()
     assert runs.month_key(part) == "2016-06-01..2016-06-03"
 
 
+def test_a_backfill_failure_names_each_month_with_the_notes_of_its_error():
+    undone = RuntimeError("a conflict")
+    undone.add_note("cube downscaled_1km: its commit X of this run was undone")
+    message = runs.backfill_failure({"2016-05": undone, "2016-07": OSError("gone")}, {"2016-06": {}})
+    assert message.startswith("2 of 3 months failed (2016-05: a conflict cube downscaled_1km: its commit X "
+                              "of this run was undone; 2016-07: gone)")
+
+
 def test_nrt_days_are_the_target_and_the_recheck_window():
     assert runs.nrt_days(date(2016, 6, 10)) == [date(2016, 6, 5), date(2016, 6, 6), date(2016, 6, 7)]
     assert runs.nrt_days(date(2016, 6, 10), latency_days=3, recheck_days=0) == [date(2016, 6, 7)]

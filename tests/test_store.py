@@ -35,10 +35,10 @@ def committed(store_url, name, key, parameters_hash, **options) -> bool:
     return run is not None and run.metadata["parameters_hash"] == parameters_hash
 
 
-def make_cube(store_url, **options):
+def make_cube(store_url, name=NAME, **options):
     return store.create_cube(
         store_url,
-        NAME,
+        name,
         WINDOW,
         DAYS,
         extra_dims={"overpass": OVERPASSES},
@@ -328,6 +328,62 @@ def test_a_run_that_started_before_a_rollback_does_not_commit_after_it(store_url
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1})
     write(store_url, [3])  # started after the rollback: commits
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1, 3})
+
+
+def test_a_failed_second_commit_undoes_the_first(store_url):
+    """A run stages two cubes; the second cube's commit is refused (main rolled back past the run's start
+    meanwhile): the first cube's commit is undone, so both cubes are as before the run."""
+    other = "downscaled_400m"
+    make_cube(store_url, other)
+    before = store.write_slices(store_url, NAME, slices([1]), provenance={}, message="day 1", status="nrt")
+    start = store.write_slices(store_url, other, slices([1]), provenance={}, message="day 1", status="nrt")
+    store.write_slices(store_url, other, slices([2]), provenance={}, message="day 2", status="nrt")
+    staged = {name: store.stage_slices(store_url, name, slices([3]), provenance={}, message="run",
+                                       status="nrt") for name in (NAME, other)}
+    store.rollback(store_url, other, start)
+    with pytest.raises(RuntimeError, match="rolled back past") as refused:
+        store.commit_together(staged)
+    notes = " ".join(refused.value.__notes__)
+    assert f"cube {NAME}: its commit" in notes and "was undone" in notes
+    assert store.history(store_url, NAME)[0].snapshot_id == before
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1})
+    assert_holds_exactly(open_cube(f"{store_url}/{other}"), {1})
+    assert store.unit_run(store_url, NAME, "run") is None
+
+
+def test_an_undo_leaves_a_commit_that_another_run_built_on(store_url):
+    """Between the run's first commit and its failing second, another run commits to the first cube: the
+    run's commit stands under it, and the error says so."""
+
+    class CommitsElsewhereThenFails:
+        def commit(self):
+            write(store_url, [7])
+            raise OSError("the server went away")
+
+    staged = {NAME: store.stage_slices(store_url, NAME, slices([3]), provenance={}, message="run",
+                                       status="nrt"),
+              "downscaled_400m": CommitsElsewhereThenFails()}
+    with pytest.raises(OSError, match="the server went away") as failed:
+        store.commit_together(staged)
+    assert "stands (another commit is on top of it now)" in str(failed.value.__notes__)
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {3, 7})
+
+
+def test_an_undo_that_fails_says_which_commit_stands(store_url, monkeypatch):
+    class Fails:
+        def commit(self):
+            monkeypatch.setattr(icechunk.Repository, "reset_branch", Fails.reset_branch)
+            raise OSError("the server went away")
+
+        def reset_branch(self, *args, **kwargs):
+            raise OSError("still away")
+
+    staged = {NAME: store.stage_slices(store_url, NAME, slices([3]), provenance={}, message="run",
+                                       status="nrt"),
+              "downscaled_400m": Fails()}
+    with pytest.raises(OSError, match="the server went away") as failed:
+        store.commit_together(staged)
+    assert "stands (undoing it failed: still away)" in " ".join(failed.value.__notes__)
 
 
 def test_a_commit_landing_during_a_rollback_leaves_main_and_the_tags_as_they_were(store_url, monkeypatch):

@@ -288,7 +288,7 @@ def run_backfill(
 
         try:
             runs.backfill(s, first, last, on_month=month_ended)
-        except Exception:  # failed months (one may have committed one of its cubes): describe all the same
+        except Exception:  # failed months (a commit may stand: `commit_together`): describe all the same
             _describe_cubes(s)
             raise
     if committed:

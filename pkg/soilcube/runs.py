@@ -410,9 +410,8 @@ def downscale_days(
         if not rejected:
             raise
         staged = _stage_days(settings, days, status, key, model, rejected)
-    # committed only when both are staged; one after the other, not as one transaction: a conflict with a
-    # concurrent run at the second commit leaves the first made (a retry or a backfill makes the days again)
-    commits = {name: staged_slices.commit() for name, staged_slices in staged.items()}
+    # committed only when both are staged; a failed second commit undoes the first (`commit_together`)
+    commits = store.commit_together(staged)
     return {name: commit for name, commit in commits.items() if commit is not None}
 
 
@@ -562,7 +561,7 @@ def backfill(
         try:
             done[label] = backfill_month(settings, year, month, start, end)
         except Exception as error:
-            log.error("%s failed: %s", label, error)
+            log.error("%s failed: %s", label, with_notes(error))
             failed[label] = error
         if on_month is not None:
             on_month(label, failed[label] if label in failed else done[label])
@@ -573,9 +572,14 @@ def backfill(
 
 def backfill_failure(failed: dict[str, object], done: dict) -> str:
     """The message of a backfill with failed months (month → error)."""
-    errors = "; ".join(f"{label}: {error}" for label, error in failed.items())
+    errors = "; ".join(f"{label}: {with_notes(error)}" for label, error in failed.items())
     return (f"{len(failed)} of {len(failed) + len(done)} months failed ({errors}); the other months are "
             "committed, and a rerun retries only the failed ones")
+
+
+def with_notes(error: BaseException) -> str:
+    """An error's message and its notes (they say, for one, which commits of the run were undone)."""
+    return " ".join([str(error), *getattr(error, "__notes__", [])])
 
 
 def months(start: date, end: date) -> list[tuple[int, int]]:

@@ -10,7 +10,8 @@ Its life cycle:
    whose metadata carries the provenance. Until that commit nothing is visible: a failure midway leaves
    the cube exactly as it was (`collect_garbage` removes the orphaned chunk objects once a day old).
    `stage_slices` does the writes and leaves the commit to the caller, so that a run writing several
-   cubes commits none before all are written.
+   cubes commits none before all are written; `commit_together` then commits them and undoes the first
+   commits when a later one fails.
 3. `tag_release`, `rollback`, `history`, `unit_run`, `collect_garbage` and `expire` manage the versions.
 
 Layout (Zarr v3 sharding, see `CubeLayout`): dims (time, [extra dims such as overpass], y, x).
@@ -372,6 +373,41 @@ def _on_main(repo: icechunk.Repository, snapshot_id: str) -> bool:
         if snapshot.written_at < oldest:
             return False
     return False
+
+
+def commit_together(staged: Mapping[str, StagedSlices]) -> dict[str, str | None]:
+    """Commit the staged slices of several cubes, in order; {cube: snapshot id (None: nothing staged)}.
+
+    icechunk has no transaction across repositories, so this comes as close as it can: when a commit
+    fails (a conflict, a rollback meanwhile, the server), the commits made before it are undone (main put
+    back at each one's parent, only while that commit is still the head) and the error is raised, so a
+    run leaves every cube as it was. What stays possible: a process killed between two commits, and an
+    undo that finds another commit on top already (then the error says which commit stands).
+    """
+    made: dict[str, str | None] = {}
+    for name, staged_slices in staged.items():
+        try:
+            made[name] = staged_slices.commit()
+        except Exception as error:
+            for done, snapshot_id in made.items():
+                if snapshot_id is not None:
+                    error.add_note(_undo_commit(staged[done].repository, done, snapshot_id))
+            raise
+    return made
+
+
+def _undo_commit(repo: icechunk.Repository, name: str, snapshot_id: str) -> str:
+    """Put main back at the parent of `snapshot_id` if that is still the head; say what happened."""
+    try:
+        parent = repo.lookup_snapshot(snapshot_id).parent_id
+        repo.reset_branch(BRANCH, parent, from_snapshot_id=snapshot_id)
+    except icechunk.ConflictError:
+        return (f"cube {name}: its commit {snapshot_id} of this run stands (another commit is on top of it "
+                "now); `soilcube store rollback` can undo it")
+    except Exception as error:  # the server that failed the later commit may fail this too
+        return (f"cube {name}: its commit {snapshot_id} of this run stands (undoing it failed: {error}); "
+                "`soilcube store rollback` can undo it")
+    return f"cube {name}: its commit {snapshot_id} of this run was undone (main is back at {parent})"
 
 
 def write_slices(store_url: str, name: str, dataset: xr.Dataset, **options) -> str | None:
