@@ -600,7 +600,7 @@ def test_a_store_url_that_cannot_hold_cubes_is_named(tmp_path):
         store.cube_exists(blocker.as_uri(), NAME)
 
 
-def test_store_verbs_list_tag_roll_back_and_collect_garbage(store_url, monkeypatch):
+def test_store_verbs_list_tag_roll_back_untag_and_collect_garbage(store_url, monkeypatch):
     from rich.console import Console
     from typer.testing import CliRunner
 
@@ -642,5 +642,19 @@ def test_store_verbs_list_tag_roll_back_and_collect_garbage(store_url, monkeypat
     assert code == 0 and f"{NAME} {staged} " in said and chunk_files(store_url) == committed_chunks
     code, said = soilcube("gc", "--min-age-hours", "0")
     assert code == 0 and f"{NAME} 0 " in said
+
+    code, said = soilcube("untag", kept, "--cube", NAME)
+    assert code == 2 and "add --yes" in said
+    code, said = soilcube("untag", "v2", "--cube", NAME, "--yes")
+    assert code == 1 and f"cube {store_url}/{NAME} has no tag 'v2'; its tags: {kept}, v1" in said
+    code, said = soilcube("untag", kept, "--cube", NAME, "--yes")
+    assert code == 0 and said == f"{NAME}: tag {kept} deleted (it was on {second})"
+    assert store.tags_by_snapshot(store_url, NAME) == {first: ["v1"]}
+    code, said = soilcube("tag", kept, "--cube", NAME)
+    assert code == 1 and "does not allow tag reuse" in said
+    code, said = soilcube("gc", "--min-age-hours", "0")  # what only the tag kept: the rolled-back day 3
+    assert code == 0 and int(said.split(f"{NAME} ")[1].split()[0]) > 0
+    assert chunk_files(store_url) < committed_chunks
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}", version="v1"), {1, 2})
     code, said = soilcube("gc", "--cube", "downscaled_9km")
     assert code == 2 and "unknown cube 'downscaled_9km'" in said

@@ -396,6 +396,27 @@ def store_tag(
     console.print(f"{cube}: tag {escape(tag)} → {tagged}")
 
 
+@store_app.command("untag")
+def store_untag(
+    tag: Annotated[str, typer.Argument(help="the tag to delete (`store history` shows them)")],
+    cube: CubeOption,
+    store: StoreOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="confirm: gc may delete what only the tag kept")] = False,
+    config: ConfigOption = None,
+):
+    """Delete a tag of a cube (a release, or a rollback's `rolled-back-…`). What only the tag kept (commits
+    rolled back, expired snapshots) is deleted by the next `store gc`; icechunk does not let the name be
+    used again."""
+    from soilcube import store as cubes
+
+    s, url = _store_settings(config, store, cube)
+    if not yes:
+        raise typer.BadParameter("what only the tag keeps may then be deleted by gc: add --yes to do it",
+                                 param_hint="'--yes'")
+    snapshot = cubes.delete_release(url, cube, tag, storage_options=s.storage_options)
+    console.print(f"{cube}: tag {escape(tag)} deleted (it was on {snapshot})")
+
+
 @store_app.command("rollback")
 def store_rollback(
     snapshot: Annotated[str, typer.Argument(help="snapshot id to put main back at (`store history`)")],

@@ -12,7 +12,8 @@ Its life cycle:
    `stage_slices` does the writes and leaves the commit to the caller, so that a run writing several
    cubes commits none before all are written; `commit_together` then commits them and undoes the first
    commits when a later one fails.
-3. `tag_release`, `rollback`, `history`, `unit_run`, `collect_garbage` and `expire` manage the versions.
+3. `tag_release`, `delete_release`, `rollback`, `history`, `unit_run`, `collect_garbage` and `expire`
+   manage the versions.
 
 Layout (Zarr v3 sharding, see `CubeLayout`): dims (time, [extra dims such as overpass], y, x).
 
@@ -671,6 +672,21 @@ def tag_release(
     return snapshot_id
 
 
+def delete_release(store_url: str, name: str, tag: str, *, storage_options: Mapping | None = None) -> str:
+    """Delete tag `tag` of cube `name` (a release, or a rollback's `rolled-back-…`); return the snapshot id
+    it was on. Its snapshot stays readable by id until `collect_garbage` or `expire` deletes what nothing
+    else reaches; a deleted tag's name cannot be used again (icechunk keeps it as deleted)."""
+    url = cube_url(store_url, name)
+    repo = open_repository(url, storage_options)
+    with _naming(url, "untag"):
+        tags = repo.list_tags()
+        if tag not in tags:
+            raise ValueError(f"cube {url} has no tag {tag!r}; its tags: {', '.join(sorted(tags)) or 'none'}")
+        snapshot_id = repo.lookup_tag(tag)
+        repo.delete_tag(tag)
+    return snapshot_id
+
+
 def tags_by_snapshot(
     store_url: str, name: str, *, storage_options: Mapping | None = None
 ) -> dict[str, list[str]]:
@@ -689,7 +705,7 @@ def rollback(
 
     The commits after `snapshot_id` leave the branch. The tag `rolled-back-<UTC time>-<old head>` keeps
     the head it leaves readable: `collect_garbage` and `expire` keep that snapshot and every chunk it
-    uses while the tag exists (deleting it, icechunk's `Repository.delete_tag`, lets them go). A run that
+    uses while the tag exists (`delete_release` lets them go). A run that
     started before the rollback and commits after it is refused (`StagedSlices.commit`). Nothing changes
     (None) when main is at `snapshot_id` already; nothing changes either (RuntimeError) when another
     commit lands meanwhile, and the target must be a commit of soilcube's (not icechunk's empty root).
