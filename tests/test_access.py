@@ -1,7 +1,9 @@
 """open_cube: what an analyst gets back, by version, and the errors for wrong URLs and versions; the STAC
 catalog that describes the cubes."""
 
+import json
 from datetime import UTC
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import xarray as xr
 from pyproj import Transformer
 from pystac.extensions.datacube import DatacubeExtension
+from stac_pydantic import Catalog, Collection
 
 from soilcube import store
 from soilcube.access import FsspecStacIO, open_cube, write_stac_catalog
@@ -97,6 +100,7 @@ def test_stac_catalog_describes_each_cube_as_it_is_when_written(store_url):
     store.tag_release(store_url, NAME, "v1")
     url, _ = write_stac_catalog(store_url)
     assert url == f"{store_url}/stac/catalog.json"
+    assert_valid_stac(Path(url))
     (collection,) = pystac.Catalog.from_file(url).get_children()
     assert collection.id == NAME
     np.testing.assert_allclose(collection.extent.spatial.bboxes[0], window_box(WINDOW))
@@ -121,6 +125,16 @@ def test_stac_catalog_describes_each_cube_as_it_is_when_written(store_url):
     (collection,) = pystac.Catalog.from_file(write_stac_catalog(store_url)[0]).get_children()
     assert collection.extent.temporal.intervals == [[utc(SCENES[9]), utc(SCENES[20] + three_hours)]]
     assert collection.assets["cube"].extra_fields["icechunk:snapshot_id"] == newer
+
+
+def assert_valid_stac(catalog: Path) -> None:
+    """The files hold valid STAC 1.x core objects (stac-pydantic's models of the spec: offline, unlike the
+    JSON schemas, which pystac fetches from the network; the extensions' fields are not checked here)."""
+    Catalog.model_validate(json.loads(catalog.read_text()))
+    collections = list(catalog.parent.glob("*/collection.json"))
+    assert collections
+    for collection in collections:
+        Collection.model_validate(json.loads(collection.read_text()))
 
 
 def test_a_stac_catalog_of_a_store_given_as_a_relative_path_names_the_cube_absolutely(tmp_path, monkeypatch):
