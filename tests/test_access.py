@@ -18,6 +18,7 @@ from stac_pydantic import Catalog, Collection
 from soilcube import store
 from soilcube.access import FsspecStacIO, open_cube, write_stac_catalog
 from soilcube.grids import REGIONS
+from soilcube.visir.qa import QA, qa_attrs
 
 WINDOW = REGIONS["oklahoma"].window("M09")
 LAYOUT = store.CubeLayout(time_shard=8, spatial_shard=20, spatial_chunk=10)
@@ -56,6 +57,30 @@ def test_open_cube_is_lazy_decoded_and_georeferenced(store_url):
     np.testing.assert_allclose(cube.sm.isel(time=[9, 10]).values[:, 0, 0], [0.09, 0.10])
     assert int(cube.sm.count()) == 2 * WINDOW.nrows * WINDOW.ncols  # NaN everywhere else
     np.testing.assert_array_equal(np.flatnonzero(cube.status.values), [9, 10])
+
+
+def test_cf_xarray_reads_the_axes_the_grid_mapping_and_the_flags(tmp_path):
+    """The CF attributes are what a CF library reads: an analyst decodes the QA bits and the status with
+    cf_xarray, lazily."""
+    import cf_xarray  # noqa: F401  (registers the .cf accessor)
+
+    url = str(tmp_path / "store")
+    store.create_cube(url, "downscaled_1km", WINDOW, SCENES[::8], variables={"sm": np.float32,
+                      "qa": np.uint8}, variable_attrs={"qa": qa_attrs()}, layout=LAYOUT, status=True)
+    qa = np.zeros((2, *WINDOW.shape), np.uint8)
+    qa[0, 0, 0] = QA.NO_DELTA_T | QA.CLASS_BORROWED
+    sm = np.full(qa.shape, 0.2, np.float32)
+    made = xr.Dataset({"sm": (("time", "y", "x"), sm), "qa": (("time", "y", "x"), qa)},
+                      coords={"time": SCENES[::8][1:3], "y": WINDOW.y, "x": WINDOW.x})
+    store.write_slices(url, "downscaled_1km", made, provenance={}, message="2 days", status="final")
+    cube = open_cube(f"{url}/downscaled_1km")
+    assert cube.cf.axes == {"X": ["x"], "Y": ["y"], "T": ["time"]}
+    assert cube.cf.grid_mapping_names == {"lambert_cylindrical_equal_area": ["crs"]}
+    np.testing.assert_array_equal((cube.status.cf == "final").values, [False, True, True, False])
+    flags = cube.qa.cf.flags
+    assert list(flags) == [flag.name.lower() for flag in QA] and isinstance(flags.no_delta_t.data, da.Array)
+    assert int(flags.no_delta_t.sum()) == int(flags.class_borrowed.sum()) == 1
+    assert bool(flags.no_delta_t.isel(time=1, y=0, x=0)) and not bool(flags.no_smap.any())
 
 
 def test_versions_by_tag_and_by_snapshot_id(store_url):
