@@ -1,5 +1,6 @@
 """Flow: the store's weekly upkeep. Garbage collection of every cube: the chunks of runs that never committed
-(a failed NRT QC gate, a crash, a refused conflict) and of expired snapshots; the history is kept."""
+(a failed NRT QC gate, a crash, a refused conflict), of rolled-back commits whose tag was deleted, and of
+snapshots expired by hand (`soilcube store expire`); the history is kept."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ NAME = "downscaled_1km"
 
 def committed(store_url, name, key, parameters_hash, **options) -> bool:
     run = store.unit_run(store_url, name, key, **options)
-    return run is not None and run.metadata["parameters_hash"] == parameters_hash
+    return run is not None and run["parameters_hash"] == parameters_hash
 
 
 def make_cube(store_url, name=NAME, **options):
@@ -147,7 +147,7 @@ def test_nrt_slices_never_replace_final_ones(store_url):
 def test_one_commit_per_write_carries_the_provenance(store_url):
     before = store.history(store_url, NAME)
     provenance = {
-        "granules": [{"name": "SMAP_L2_SM_P_E_04200_D_20160104T002707_R19240_001.h5", "version": "R19240"}],
+        "inputs": {"smap_l2e": {"SMAP_L2_SM_P_E_04200_D_20160104T002707_R19240_001.h5": "4f1c9a"}},
         "parameters": {"method": "hybrid", "window_days": 3},
         "strategy": "prior+current",
     }
@@ -169,11 +169,14 @@ def test_one_commit_per_write_carries_the_provenance(store_url):
     assert metadata["key"] == "2016-01" and metadata["status"] == "nrt" and metadata["n_times"] == 3
     assert metadata["time_start"] == "2016-01-04T00:00:00" and metadata["time_end"] == "2016-01-10T00:00:00"
     assert [run.snapshot_id for run in store.committed_runs(store_url, NAME)] == [snapshot]
+    record = store.unit_run(store_url, NAME, "2016-01")
+    assert {k: metadata[k] for k in record} == record  # the commit's summary, kept in the cube
+    assert record["inputs_hash"] == store.stable_hash(provenance["inputs"])
 
-    same = store.hash_parameters({"window_days": 3, "method": "hybrid"})
+    same = store.stable_hash({"window_days": 3, "method": "hybrid"})
     assert committed(store_url, NAME, "2016-01", same)
     assert not committed(store_url, NAME, "2016-02", same)
-    other = store.hash_parameters({"method": "additive"})
+    other = store.stable_hash({"method": "additive"})
     assert not committed(store_url, NAME, "2016-01", other)
 
 
@@ -271,7 +274,7 @@ def test_a_unit_counts_as_committed_until_a_later_run_rewrites_its_days(store_ur
         return store.write_slices(store_url, NAME, slices(days), provenance=provenance, message=key, key=key,
                                   status="final")
 
-    hybrid, additive = (store.hash_parameters({"method": m}) for m in ("hybrid", "additive"))
+    hybrid, additive = (store.stable_hash({"method": m}) for m in ("hybrid", "additive"))
     run([1, 2, 3], "2016-01", "hybrid")
     run([5], "nrt 2016-01-08", "hybrid")  # other days: the unit stands
     assert committed(store_url, NAME, "2016-01", hybrid)
@@ -295,7 +298,7 @@ def test_tags_and_rollback_which_keeps_the_head_it_leaves_under_a_tag(store_url)
     assert store.history(store_url, NAME)[0].snapshot_id == first
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1})
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}", version="v1.0"), {1})
-    parameters = store.hash_parameters({"method": "hybrid"})
+    parameters = store.stable_hash({"method": "hybrid"})
     assert committed(store_url, NAME, "2016-01-01", parameters)
     assert not committed(store_url, NAME, "2016-01-02", parameters)
     # the head it left is kept under a tag
@@ -453,20 +456,63 @@ def test_expire_keeps_releases_and_the_head(store_url, monkeypatch):
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}", version="v1"), {1})
 
 
+def test_run_records_outlive_expired_snapshots(store_url, monkeypatch):
+    monkeypatch.setattr(store, "GC_GRACE", timedelta(0))
+    write(store_url, [1, 2], key="2016-01", status="final")
+    write(store_url, [9], key="2016-03")
+    write(store_url, [9, 10], key="nrt 2016-03-02")  # rewrites the day of 2016-03
+    record = store.unit_run(store_url, NAME, "2016-01")
+    store.expire(store_url, NAME, datetime.now(UTC))
+    runs_left = [run.metadata["key"] for run in store.committed_runs(store_url, NAME)]
+    assert runs_left == ["nrt 2016-03-02"]  # the head: the commits of the months left the history
+    assert store.unit_run(store_url, NAME, "2016-01") == record
+    assert store.unit_run(store_url, NAME, "2016-03") is None
+    assert store.unit_run(store_url, NAME, "nrt 2016-03-02")["time_start"] == "2016-01-10T00:00:00"
+
+
+def test_a_cube_made_before_the_run_records_gets_them_with_its_next_run(store_url):
+    repo = store.open_repository(f"{store_url}/{NAME}")
+    session = repo.writable_session(store.BRANCH)
+    del zarr.open_group(session.store, mode="r+")[store.RUNS_GROUP]
+    session.commit("a cube as made before the run records")
+    write(store_url, [1], key="2016-01-02")
+    assert store.unit_run(store_url, NAME, "2016-01-02")["time_end"] == "2016-01-02T00:00:00"
+
+
+def unit_run_from_history(url, key):
+    """The definition, from the commits: the newest run of `key` unless a later run wrote inside its span."""
+    later = []
+    for commit in store.committed_runs(url, NAME):  # newest first
+        meta = commit.metadata
+        if meta["key"] == key:
+            return None if any(m["time_start"] <= meta["time_end"] and meta["time_start"] <= m["time_end"]
+                               for m in later) else commit
+        later.append(meta)
+    return None
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     batches=st.lists(
-        st.lists(st.integers(0, DAYS.size - 1), min_size=1, max_size=8, unique=True), min_size=1, max_size=3
+        st.tuples(st.lists(st.integers(0, DAYS.size - 1), min_size=1, max_size=8, unique=True),
+                  st.sampled_from(["a", "b", "c", None])),
+        min_size=1, max_size=4,
     )
 )
 def test_random_days_in_random_order_land_exactly_where_they_belong(batches):
+    """... and the run records kept in the cube say what the history says of each unit."""
     with tempfile.TemporaryDirectory() as directory:
         url = f"file://{directory}"
         make_cube(url)
-        for batch in batches:  # each batch in the drawn (unsorted) order, one commit each
-            write(url, batch)
-        assert_holds_exactly(open_cube(f"{url}/{NAME}"), set().union(*batches))
+        for number, (batch, key) in enumerate(batches):  # each batch in the drawn order, one commit each
+            store.write_slices(url, NAME, slices(batch), provenance={}, message=f"batch {number}", key=key,
+                               status="nrt")
+        assert_holds_exactly(open_cube(f"{url}/{NAME}"), set().union(*(batch for batch, _ in batches)))
         assert len(store.committed_runs(url, NAME)) == len(batches)
+        for key in ("a", "b", "c"):
+            expected, record = unit_run_from_history(url, key), store.unit_run(url, NAME, key)
+            assert (record is None) == (expected is None)
+            assert record is None or record["message"] == expected.message
 
 
 @pytest.mark.slow
@@ -478,7 +524,7 @@ def test_round_trip_on_the_real_s3_server(seaweedfs):
     assert_holds_exactly(open_cube(f"{url}/{NAME}", storage_options=options), {0, 7, 8})
     assert_holds_exactly(open_cube(f"{url}/{NAME}", version="v1", storage_options=options), {0, 7, 8})
     assert committed(
-        url, NAME, "2016-01", store.hash_parameters({"method": "hybrid"}), storage_options=options
+        url, NAME, "2016-01", store.stable_hash({"method": "hybrid"}), storage_options=options
     )
     def chunk_objects() -> set[str]:
         s3 = seaweedfs.filesystem()
@@ -522,7 +568,7 @@ def test_concurrent_runs_conflict_only_on_the_same_shard(seaweedfs, monkeypatch,
 
     def run(days):
         try:
-            outcomes[str(days)] = write(url, days, storage_options=options)
+            outcomes[str(days)] = write(url, days, key=f"days {days}", storage_options=options)
         except icechunk.ConflictError as conflict:
             outcomes[str(days)] = conflict
 
@@ -535,6 +581,9 @@ def test_concurrent_runs_conflict_only_on_the_same_shard(seaweedfs, monkeypatch,
     assert len(committed) == (2 if both_commit else 1)
     cube = open_cube(f"{url}/{NAME}", storage_options=options)
     assert_holds_exactly(cube, set().union(*committed))
+    for days in (first, second):  # each run's record (group runs/<key>) came with its commit, or not at all
+        record = store.unit_run(url, NAME, f"days {days}", storage_options=options)
+        assert (record is not None) == (days in committed)
 
 
 @pytest.mark.slow
@@ -656,5 +705,16 @@ def test_store_verbs_list_tag_roll_back_untag_and_collect_garbage(store_url, mon
     assert code == 0 and int(said.split(f"{NAME} ")[1].split()[0]) > 0
     assert chunk_files(store_url) < committed_chunks
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}", version="v1"), {1, 2})
+
+    write(store_url, [5], key="2016-01-06")
+    code, said = soilcube("expire", "--cube", NAME, "--older-than-days", "0")
+    assert code == 2 and "add --yes" in said
+    code, said = soilcube("expire", "--cube", NAME, "--older-than-days", "0", "--yes")
+    assert code == 0 and said.startswith(f"{NAME}: 1 snapshots older than") and said.endswith("expired")
+    messages = [c.message for c in store.history(store_url, NAME)]
+    assert messages == ["days [5]", "days [1, 2]", "Repository initialized"]  # the template's went; v1 stays
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1, 2, 5})
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}", version="v1"), {1, 2})
+    assert committed(store_url, NAME, "2016-01", store.stable_hash({"method": "hybrid"}))  # its record stays
     code, said = soilcube("gc", "--cube", "downscaled_9km")
     assert code == 2 and "unknown cube 'downscaled_9km'" in said

@@ -466,6 +466,31 @@ def store_gc(
     _print_summary(f"garbage collection: objects {done}", rows)
 
 
+@store_app.command("expire")
+def store_expire(
+    cube: CubeOption,
+    older_than_days: Annotated[float, typer.Option(min=0, help="expire the snapshots older than this")],
+    store: StoreOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="confirm: main can no longer be rolled back to them")]
+    = False,
+    config: ConfigOption = None,
+):
+    """Expire a cube's snapshots older than the given age and delete what only they used (chunks that later
+    runs replaced). The head and tagged releases stay; the expired commits leave the history with their
+    granule lists, while the run records in the cube keep each month's parameters and input digest."""
+    from datetime import UTC, datetime, timedelta
+
+    from soilcube import store as cubes
+
+    s, url = _store_settings(config, store, cube)
+    if not yes:
+        raise typer.BadParameter("expired snapshots cannot be rolled back to or read: add --yes to do it",
+                                 param_hint="'--yes'")
+    older_than = datetime.now(UTC) - timedelta(days=older_than_days)
+    expired = cubes.expire(url, cube, older_than, storage_options=s.storage_options)
+    console.print(f"{cube}: {len(expired)} snapshots older than {older_than:%Y-%m-%d %H:%M} UTC expired")
+
+
 @store_app.command("stac")
 def store_stac(
     store: StoreOption = None,

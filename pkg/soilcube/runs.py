@@ -500,12 +500,13 @@ def month_committed(
     settings: Settings, year: int, month: int, start: date | None = None, end: date | None = None
 ) -> bool:
     """Whether both downscaled cubes hold these days of the month as made with the current model and
-    parameters from the granules the archive offers now: the unit's newest run (`store.unit_run`: not
-    rolled back, not rewritten by a later run) has the current parameters and read exactly the readable
-    granules of its days in their current versions. A granule referenced since (a rejected or failed one
-    replaced by a good file, a late or reprocessed one) or rejected since asks for the month again."""
+    parameters from the granules the archive offers now: the record of the unit's run in each cube
+    (`store.unit_run`: not rolled back, not rewritten by a later run) has the current parameters and the
+    digest of exactly the readable granules of its days in their current versions. A granule referenced
+    since (a rejected or failed one replaced by a good file, a late or reprocessed one) or rejected since
+    asks for the month again."""
     try:
-        parameters_hash = store.hash_parameters(_parameters(settings, model_snapshot(settings)))
+        parameters_hash = store.stable_hash(_parameters(settings, model_snapshot(settings)))
     except FileNotFoundError:
         return False
     days = month_days(year, month, start, end)
@@ -516,11 +517,11 @@ def month_committed(
             run = store.unit_run(settings.store, name, key, storage_options=settings.storage_options)
         except FileNotFoundError:
             return False
-        if run is None or run.metadata.get("parameters_hash") != parameters_hash:
+        if run is None or run["parameters_hash"] != parameters_hash:
             return False
         made.append(run)
-    inputs = _by_name(run_inputs(settings, days))  # last: it reads the index of every input product
-    return all(run.metadata["provenance"].get("inputs") == inputs for run in made)
+    inputs = store.stable_hash(_by_name(run_inputs(settings, days)))  # last: it reads every input's index
+    return all(run["inputs_hash"] == inputs for run in made)
 
 
 def backfill_month(

@@ -7,7 +7,8 @@ Its life cycle:
    attribute, but no data chunks (the data variables are lazy dask arrays written with compute=False, so
    empty chunks stay unwritten and read back as the fill value: NaN for floats, 0 for integers).
 2. `write_slices` fills time slices by region writes, all in one writable session, and makes one commit
-   whose metadata carries the provenance. Until that commit nothing is visible: a failure midway leaves
+   whose metadata carries the provenance; the same commit keeps the run's record in the cube (group
+   `runs`, see `unit_run`). Until that commit nothing is visible: a failure midway leaves
    the cube exactly as it was (`collect_garbage` removes the orphaned chunk objects once a day old).
    `stage_slices` does the writes and leaves the commit to the caller, so that a run writing several
    cubes commits none before all are written; `commit_together` then commits them and undoes the first
@@ -34,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ import dask.array as da
 import icechunk
 import numpy as np
 import xarray as xr
+import zarr
 from icechunk.xarray import to_icechunk
 from pyproj import CRS
 
@@ -54,6 +57,7 @@ from soilcube.grids import EPSG, Window
 
 CUBE_NAMES = ("downscaled_1km", "downscaled_400m", "visir_model", "characteristics", "fused_1km_3h")
 BRANCH = "main"
+RUNS_GROUP = "runs"  # the records of the runs whose slices a cube holds (`unit_run`)
 # icechunk warns on every open that a local directory is unsafe for concurrent commits (no conditional
 # writes): true, and said once in the README (a `file://` store is for one writer at a time, as the demo
 # and the CLI use it; deployments whose runs may overlap use S3). ICECHUNK_LOG still overrides.
@@ -298,6 +302,7 @@ def create_cube(
     template.to_zarr(
         session.store, mode="w-", encoding=encoding, compute=False, zarr_format=3, consolidated=False
     )
+    zarr.open_group(session.store, mode="r+", zarr_format=3).create_group(RUNS_GROUP)
     metadata = _jsonable({
         "operation": "create_cube", "soilcube_version": __version__, "cube": name, "grid": window.grid_name,
         "time_start": _iso(template.time.values[0]), "time_end": _iso(template.time.values[-1]),
@@ -470,20 +475,43 @@ def stage_slices(
         to_icechunk(block.drop_vars(list(block.coords)), session, region={"time": span})
 
     times = slices.time.values
-    metadata = {
-        "operation": "write_slices",
-        "soilcube_version": __version__,
-        "cube": name,
+    record = {
         "key": key,
-        "parameters_hash": hash_parameters(provenance.get("parameters", {})),
-        "status": status,
         "time_start": _iso(times.min()),
         "time_end": _iso(times.max()),
+        "status": status,
+        "parameters_hash": stable_hash(provenance.get("parameters", {})),
+        "inputs_hash": stable_hash(provenance.get("inputs", {})),
+        "soilcube_version": __version__,
+        "message": message,
+        "staged_at": f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}",
+    }
+    _record_run(session, _jsonable(record))
+    metadata = {
+        **record,
+        "operation": "write_slices",
+        "cube": name,
         "n_times": int(times.size),
         "variables": sorted(slices.data_vars),
         "provenance": provenance,
     }
     return StagedSlices(repo, session, message, _jsonable(metadata), times)
+
+
+def _record_run(session: icechunk.Session, record: dict[str, Any]) -> None:
+    """Keep the record of a run in the cube itself, in the commit that makes its slices: group
+    `runs/<key>` (see `unit_run`). The records of units whose days this run rewrites go."""
+    runs = zarr.open_group(session.store, mode="r+", zarr_format=3).require_group(RUNS_GROUP)
+    for node, unit in list(runs.groups()):
+        if unit.attrs["time_start"] <= record["time_end"] and record["time_start"] <= unit.attrs["time_end"]:
+            del runs[node]
+    if record["key"] is not None:
+        runs.create_group(_run_node(record["key"]), attributes=record)
+
+
+def _run_node(key: str) -> str:
+    """A portable Zarr node name for a unit key ('2016-06', 'nrt 2016-06-10', '2016-06-01..2016-06-03')."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", key)
 
 
 def write_dataset(
@@ -512,7 +540,7 @@ def write_dataset(
         "operation": "write_dataset",
         "soilcube_version": __version__,
         "cube": name,
-        "parameters_hash": hash_parameters(provenance.get("parameters", {})),
+        "parameters_hash": stable_hash(provenance.get("parameters", {})),
         "provenance": provenance,
     }
     return session.commit(message, metadata=_jsonable(metadata))
@@ -632,25 +660,29 @@ def committed_runs(store_url: str, name: str, *, storage_options: Mapping | None
             if c.metadata.get("operation") == "write_slices"]
 
 
-def hash_parameters(parameters: Mapping[str, Any]) -> str:
-    """A stable hash of run parameters (key order does not matter), as stored with every commit."""
-    canonical = json.dumps(_jsonable(parameters), sort_keys=True, separators=(",", ":"))
+def stable_hash(value: Any) -> str:
+    """A stable hash of JSON-like data (key order does not matter): run parameters and inputs, as stored
+    with every commit and run record."""
+    canonical = json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def unit_run(store_url: str, name: str, key: str, *, storage_options: Mapping | None = None) -> Commit | None:
-    """The newest run of unit `key` on the main branch, unless a later run wrote a time step inside its span
-    (an NRT run over its days, a run of another unit): None then, or without a run. Rolled-back runs are
-    off the branch and do not count."""
-    later: list[dict] = []
-    for commit in committed_runs(store_url, name, storage_options=storage_options):  # newest first
-        meta = commit.metadata
-        if meta.get("key") == key:
-            overwritten = any(m["time_start"] <= meta["time_end"] and meta["time_start"] <= m["time_end"]
-                              for m in later)
-            return None if overwritten else commit
-        later.append(meta)
-    return None
+def unit_run(store_url: str, name: str, key: str, *, storage_options: Mapping | None = None) -> dict | None:
+    """The record of the run of unit `key` whose slices cube `name` holds on main: key, time_start,
+    time_end, status, parameters_hash, inputs_hash, soilcube_version, message, staged_at. None when no
+    run of the unit committed, when a later run wrote a time step inside its span (an NRT run over its
+    days, a run of another unit), or when main was rolled back past it.
+
+    The records live in the cube (group `runs`, written in each run's commit), not in its history: they
+    outlive `expire`, and reading one is one read of the head, however long the history.
+    """
+    repo = open_repository(cube_url(store_url, name), storage_options)
+    root = zarr.open_group(repo.readonly_session(branch=BRANCH).store, mode="r", zarr_format=3)
+    try:
+        record = dict(root[f"{RUNS_GROUP}/{_run_node(key)}"].attrs)
+    except KeyError:  # no such run, or a cube made before the records (its months are made again)
+        return None
+    return record if record["key"] == key else None
 
 
 def tag_release(
@@ -772,9 +804,10 @@ def expire(
     `GC_GRACE` survive too, whatever `older_than` says: the chunks of a run still writing are reached by
     nothing until it commits. Naive datetimes are UTC. Returns the ids of the expired snapshots.
 
-    The expired commits leave the branch's history with their metadata: their provenance is gone, and a
-    run among them no longer counts for `unit_run`, so a backfill makes its month again. Hence no flow
-    schedules this (the weekly maintenance runs `collect_garbage`, which keeps every snapshot).
+    The expired commits leave the branch's history with their metadata: main can no longer be rolled back
+    to them, and their provenance (the input granules by name) is gone. The run records in the cube stay
+    (`unit_run`: parameters, the digest of the inputs, code version), so a backfill still skips the months
+    they made. No flow schedules this: it is an operator's decision (`soilcube store expire`).
     """
     if older_than.tzinfo is None:
         older_than = older_than.replace(tzinfo=UTC)
