@@ -142,6 +142,7 @@ def test_downscale_takes_float_classes_and_leaves_pixels_without_a_class_empty()
     reference = downscale(dt, veg, _model(), index)
     assert np.isnan(out["sm"].values[:, no_class]).all()
     assert (out["qa"].values[:, no_class] & QA.CLASS_BORROWED == 0).all()
+    assert (out["qa"].values[:, no_class] & QA.NO_MODEL > 0).all()
     classed = xr.DataArray(~no_class, dims=("y", "x"))
     xr.testing.assert_identical(out.where(classed), reference.where(classed))
 
@@ -156,8 +157,9 @@ def test_downscale_masks_nonpositive_missing_and_outside():
     out = downscale(dt, veg, _model(), (rows, cols))
     assert np.isnan(out["sm"][0, 0, 0]) and out["qa"][0, 0, 0] & QA.NO_DELTA_T
     assert np.isnan(out["sm"][1, 0, 0]) and out["qa"][1, 0, 0] & QA.OUT_OF_RANGE
-    assert out["sm"][..., -1].isnull().all()
+    assert out["sm"][..., -1].isnull().all() and (out["qa"][..., -1] & QA.NO_MODEL > 0).all()
     assert out["sm"][..., :-1].count() == out["sm"][..., :-1].size - 2
+    assert not (out["qa"][..., :-1] & QA.NO_MODEL).any()
 
 
 def test_downscale_picks_month_and_overpass():
@@ -175,7 +177,7 @@ def test_downscale_picks_month_and_overpass():
         downscale(dt, veg, stacked, index)
 
 
-def test_a_month_or_cells_the_model_lacks_give_nan_without_flags():
+def test_a_month_or_cells_the_model_lacks_give_nan_with_their_flag():
     dt, veg, (rows, cols) = _fine()
     model = _model(with_months=True)
     model["borrowed"][:] = 1
@@ -184,9 +186,18 @@ def test_a_month_or_cells_the_model_lacks_give_nan_without_flags():
     assert out["sm"].isel(time=slice(0, 2)).notnull().all()
     assert out["sm"].isel(time=slice(2, None)).isnull().all()
     assert ((out["qa"].isel(time=slice(2, None)) & QA.CLASS_BORROWED) == 0).all()
+    february = np.broadcast_to((TIME.month == 2)[:, None, None], out["qa"].shape)
+    np.testing.assert_array_equal((out["qa"].values & QA.NO_MODEL) > 0, february)
     outside = downscale(dt, veg, model, (np.full_like(rows, -1), cols))
     assert outside["sm"].isnull().all() and ((outside["qa"] & QA.CLASS_BORROWED) == 0).all()
     assert ((outside["qa"] & QA.NO_DELTA_T) > 0).equals(dt.isnull())
+    assert ((outside["qa"] & QA.NO_MODEL) > 0).all()
+    unfitted = model.copy(deep=True)
+    unfitted["a0"][{"row": 0, "col": 0}] = np.nan  # a cell without any fit
+    cell = downscale(dt, veg, unfitted, (rows, cols))
+    in_cell = np.broadcast_to((rows == 0)[:, None] & (cols == 0)[None, :], cell["qa"].shape)
+    np.testing.assert_array_equal((cell["qa"].values & QA.NO_MODEL) > 0, in_cell)
+    assert np.isnan(cell["sm"].values[in_cell]).all()
 
 
 def test_downscale_is_lazy_and_chunkwise():

@@ -33,10 +33,12 @@ def reference_theta(dt, veg, a0, a1, borrowed, rows, cols):
     k = np.where(inside, veg, 0).astype(np.int64)
     theta = np.where(inside, a0[r, c, k] + a1[r, c, k] * dt.astype(np.float64), np.nan)
     nonpositive = theta <= 0
+    no_model = ~inside | np.isnan(a0[r, c, k]) | np.isnan(a1[r, c, k])
     qa = (
         np.isnan(dt) * QA.NO_DELTA_T
         | (inside & (borrowed[r, c, k] > 0)) * QA.CLASS_BORROWED
         | nonpositive * QA.OUT_OF_RANGE
+        | no_model * QA.NO_MODEL
     )
     return np.where(nonpositive, np.nan, theta), qa.astype(np.uint8)
 

@@ -167,6 +167,7 @@ def apply_tables(
         coefficients[:n_rows, :n_cols, u, :n_classes, 0] = part["a0"].values
         coefficients[:n_rows, :n_cols, u, :n_classes, 1] = part["a1"].values
         bits[:n_rows, :n_cols, u, :n_classes] = np.where(part["borrowed"].values > 0, QA.CLASS_BORROWED, 0)
+    bits[np.isnan(coefficients).any(axis=-1)] |= np.uint8(QA.NO_MODEL)  # (the NaN row, column, class too)
     row_stride, col_stride = (n_cols + 1) * n_groups * n_entries, n_groups * n_entries
     return ApplyTables(
         coefficients=coefficients.reshape(-1),
@@ -227,8 +228,9 @@ def downscale(
       column holding it (−1 = outside), as `grids.parent_index` or `LatLonGrid.index` return them.
 
     Returns `sm` (m³/m³; θ ≤ 0 → NaN, as the public code) and `qa` (NO_DELTA_T where ΔT is missing,
-    CLASS_BORROWED where the class borrowed its coefficients, OUT_OF_RANGE where θ ≤ 0). A pixel outside
-    the model grid, or whose class is NaN or ≥ the model's classes, is NaN. The arithmetic is the compiled
+    CLASS_BORROWED where the class borrowed its coefficients, OUT_OF_RANGE where θ ≤ 0). A pixel without
+    coefficients (its cell has no fit, or not for the month; outside the model grid; a class NaN or ≥ the
+    model's classes) is NaN with NO_MODEL. The arithmetic is the compiled
     kernel `kernel.theta_plane` (the same per-pixel code as the fused `correct.downscale_and_correct`);
     the coefficients of the cells and groups the call reaches are loaded into memory and shared by every
     chunk; with dask inputs the result is lazy and keeps their chunks.

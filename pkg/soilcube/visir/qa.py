@@ -1,7 +1,7 @@
 """QA bits of the downscaled soil-moisture cubes (uint8, one bit per reason, CF flag_masks convention).
 
-`downscale` sets NO_DELTA_T, CLASS_BORROWED and OUT_OF_RANGE, `correct_to_smap` sets NO_SMAP, OUT_OF_RANGE
-and ADDITIVE_FALLBACK; the caller sets DENSE_VEGETATION (SMAP vegetation water content above
+`downscale` sets NO_DELTA_T, CLASS_BORROWED, NO_MODEL and OUT_OF_RANGE, `correct_to_smap` sets NO_SMAP,
+OUT_OF_RANGE and ADDITIVE_FALLBACK; the caller sets DENSE_VEGETATION (SMAP vegetation water content above
 `DENSE_VEGETATION_VWC`) and FROZEN_OR_SNOW from the SMAP flags, and combines the layers with `|`.
 """
 
@@ -18,6 +18,8 @@ class QA(IntFlag):
     CLASS_BORROWED = 16  # the vegetation class had too few pairs; coefficients of the nearest class used
     OUT_OF_RANGE = 32  # value outside the physical range, set to NaN
     ADDITIVE_FALLBACK = 64  # footprint mean too small for the ratio branch; additive correction used
+    NO_MODEL = 128  # no coefficients for the pixel: its model cell has no fit (none of its classes had
+    # enough pairs), or the month, or the pixel lies outside the model grid, or it has no vegetation class
 
 
 DENSE_VEGETATION_VWC = 5.0  # kg m-2, SMAP's recommended-quality limit
