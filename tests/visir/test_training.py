@@ -77,17 +77,18 @@ def test_a_wetting_drops_that_pair_only():
     assert bool(kept.sel(time=[pd.Timestamp("2016-06-02"), pd.Timestamp("2016-06-04")]).all())
 
 
-def test_ndvi_is_averaged_onto_the_gldas_cells_holding_the_ltdr_centres():
+def test_positive_ndvi_is_averaged_onto_the_gldas_cells_holding_the_ltdr_centres():
     # 10 × 10 LTDR cells of 0.05° (north to south, as the files) = 2 × 2 GLDAS cells of 0.25°
     latitude = 35.475 - 0.05 * np.arange(10)
     longitude = -97.475 + 0.05 * np.arange(10)
     values = np.random.default_rng(1).uniform(0.1, 0.9, (1, 10, 10))
     values[0, 0, 0] = np.nan  # a cloudy LTDR cell: the mean skips it
+    values[0, 9, 8:] = [0.0, -0.05]  # water: NDVI ≤ 0 is skipped too (the public code's NaN)
     ndvi = xr.DataArray(values, dims=("time", "latitude", "longitude"),
                         coords={"time": TIMES[:1], "latitude": latitude, "longitude": longitude})
     coarse = ndvi_on_gldas(ndvi)
     assert coarse["lat"].values.tolist() == pytest.approx([35.125, 35.375])  # the GLDAS grid's order
     assert coarse["lon"].values.tolist() == pytest.approx([-97.375, -97.125])
-    blocks = values[0, ::-1].reshape(2, 5, 2, 5)
+    blocks = np.where(values > 0, values, np.nan)[0, ::-1].reshape(2, 5, 2, 5)
     np.testing.assert_allclose(coarse.sel(time=TIMES[0]).transpose("lat", "lon"),
                                np.nanmean(blocks, axis=(1, 3)), rtol=1e-12)

@@ -77,7 +77,9 @@ def gldas_pairs(gldas: xr.Dataset, *, wetting_threshold: float = 0.002) -> tuple
 
 
 def ndvi_on_gldas(ndvi: xr.DataArray) -> xr.DataArray:
-    """LTDR 0.05° NDVI averaged onto the GLDAS 0.25° cells that hold each 0.05° cell centre."""
+    """LTDR 0.05° NDVI averaged onto the GLDAS 0.25° cells that hold each 0.05° cell centre; NDVI ≤ 0
+    (water, snow, bad retrievals) is left out of the mean, as the public code sets it to NaN first."""
+    ndvi = ndvi.where(ndvi > 0)
     lat_index = xr.DataArray(GLDAS_GRID.row_of_lat(ndvi["latitude"].values), dims="latitude",
                              name="lat_index")
     lon_index = xr.DataArray(GLDAS_GRID.col_of_lon(ndvi["longitude"].values), dims="longitude",
