@@ -39,6 +39,13 @@ def test_a_backfill_failure_names_each_month_with_the_notes_of_its_error():
                               "of this run was undone; 2016-07: gone)")
 
 
+def test_only_lst_of_good_quality_is_used():
+    # VNP21 QC: bits 0-1 mandatory QA (0 good, 1 other quality, 2 cloud, 3 not produced); the other bits
+    # grade a good pixel further; 65535 is the reader's fill where no tile covers a cell
+    qc = xr.DataArray(np.array([0, 1, 2, 3, 0b0100_0100, 0b0101, 65535], dtype=np.uint16))
+    assert runs.good_lst(qc).values.tolist() == [True, False, False, False, True, False, False]
+
+
 def test_nrt_days_are_the_target_and_the_recheck_window():
     assert runs.nrt_days(date(2016, 6, 10)) == [date(2016, 6, 5), date(2016, 6, 6), date(2016, 6, 7)]
     assert runs.nrt_days(date(2016, 6, 10), latency_days=3, recheck_days=0) == [date(2016, 6, 7)]

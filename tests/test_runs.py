@@ -17,6 +17,7 @@ from soilcube.access import open_cube
 from soilcube.cli import app
 from soilcube.config import Settings
 from soilcube.grids import REGIONS, parent_index, region
+from soilcube.sources import open_granules
 from soilcube.synth.archive import build_archive
 from soilcube.validate.metrics import score
 from soilcube.validate.osse import validate_store
@@ -116,6 +117,21 @@ def test_downscaled_cubes_are_cf_and_physical(downscaled, pristine_archive, cube
         assert {n: provenance["inputs"][product][n] for n in names} == {
             n: refs.signature_digest(signature) for n, signature in on_disk.items()}
     assert set(provenance["inputs"]["viirs_lst"]) == need["viirs_lst"]  # and no LST of other days
+
+
+def test_lst_of_other_than_good_quality_gives_no_delta_t(downscaled, pristine_archive):
+    """Cloud-edge LST (VNP21 mandatory QA 1, 'other quality', cool in the synthetic archive) is not used:
+    the AM slice of each day is NaN with NO_DELTA_T wherever that day's daytime LST is flagged so."""
+    window = region(downscaled.region).window("M01")
+    urls = [p.as_uri() for p in sorted((pristine_archive / "viirs_lst").glob("VNP21A1D.*.h5"))]
+    qc = open_granules("viirs_lst", urls, window=window, variables=["QC"])["QC"]
+    day = xr.concat([qc.sel(time=np.datetime64(d, "ns")) for d in DAYS], dim="time").squeeze(drop=True)
+    other_quality = ((day & 0b11) == 1).values
+    assert other_quality.sum() > 100  # the archive has cloud edges
+    cube = open_cube(store.cube_url(downscaled.store, "downscaled_1km"))
+    am = cube.sel(time=[np.datetime64(d, "ns") for d in DAYS], overpass="AM")
+    assert np.isnan(am["sm"].values[other_quality]).all()
+    assert (am["qa"].values[other_quality] & QA.NO_DELTA_T > 0).all()
 
 
 def test_backfill_is_resumable(downscaled):
@@ -463,6 +479,23 @@ def test_a_run_failing_on_its_second_cube_commits_neither(fitted, tmp_path, monk
         runs.downscale_days(settings, DAYS[:2])
     for name in runs.DOWNSCALED_CUBES:
         assert store.committed_runs(settings.store, name) == []
+
+    # failing at the 400 m commit, once the 1 km one is made: that one is undone
+    monkeypatch.setattr(store, "stage_slices", stage)
+    commit = store.StagedSlices.commit
+
+    def failing_400m_commit(self):
+        if self.metadata["cube"] == "downscaled_400m":
+            raise OSError("injected: the 400 m commit lost its connection")
+        return commit(self)
+
+    monkeypatch.setattr(store.StagedSlices, "commit", failing_400m_commit)
+    with pytest.raises(OSError, match="injected: the 400 m commit") as failed:
+        runs.downscale_days(settings, DAYS[:2], key="2016-06-01..2016-06-02")
+    assert "cube downscaled_1km: its commit" in failed.value.__notes__[0]
+    for name in runs.DOWNSCALED_CUBES:
+        assert store.committed_runs(settings.store, name) == []
+        assert store.unit_run(settings.store, name, "2016-06-01..2016-06-02") is None
 
 
 def test_an_nrt_run_passing_the_default_qc_gate_marks_its_slices_nrt(fitted, tmp_path):

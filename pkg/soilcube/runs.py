@@ -69,7 +69,7 @@ INPUTS = {
     "smap_l2e": RunInput(
         ["soil_moisture", "retrieval_qual_flag", "vegetation_water_content", "surface_flag"], ("M09",), (1, 2)
     ),
-    "viirs_lst": RunInput(["LST_1KM"], tuple(DOWNSCALED_CUBES.values()), (0, 1)),
+    "viirs_lst": RunInput(["LST_1KM", "QC"], tuple(DOWNSCALED_CUBES.values()), (0, 1)),
     "viirs_lai": RunInput(["Lai"], tuple(DOWNSCALED_CUBES.values()), (LAI_LOOKBACK_DAYS, 1)),
 }
 
@@ -215,8 +215,9 @@ def _viirs(settings: Settings, days: list[date], window: Window,
     lst_urls, lai_urls = list(inputs["viirs_lst"]), list(inputs["viirs_lai"])
     if not lst_urls:
         raise MissingInputs(f"no VIIRS LST granules for {min(days)} … {max(days)} in {settings.archive}")
-    lst = open_granules("viirs_lst", lst_urls, settings.storage_options, window=window,
-                        variables=INPUTS["viirs_lst"].variables)["LST_1KM"]
+    granules = open_granules("viirs_lst", lst_urls, settings.storage_options, window=window,
+                             variables=INPUTS["viirs_lst"].variables)
+    lst = granules["LST_1KM"].where(good_lst(granules["QC"]))
     day_times = [np.datetime64(d, "ns") for d in days]
     lst_day = lst.sel(day_night="day").reindex(time=day_times)
     dts = xr.concat([delta_t(lst_day, lst.sel(day_night="night"), o) for o in OVERPASSES], dim="overpass")
@@ -228,6 +229,13 @@ def _viirs(settings: Settings, days: list[date], window: Window,
         lai = xr.full_like(lst_day, np.nan).drop_vars("day_night", errors="ignore").rename("Lai")
         lai.attrs = {}
     return dts, vegetation_class(lai, method="lai_minmax")
+
+
+def good_lst(qc: xr.DataArray) -> xr.DataArray:
+    """Where VNP21A1D/N LST is of good quality: QC bits 0–1 (mandatory QA) = 0. 1 is 'produced, other
+    quality' (LST less reliable, e.g. cloud-contaminated at cloud edges), 2 and 3 'not produced' (cloud,
+    other reasons; also the reader's all-ones fill where no tile covers a cell)."""
+    return (qc & 0b11) == 0
 
 
 def lai_of_days(lai: xr.DataArray, days: list[date]) -> xr.DataArray:
@@ -320,6 +328,7 @@ def _parameters(settings: Settings, model_version: str) -> dict:
         "footprint_km": CORRECTIONS["sm"].footprint_km,
         "additive_footprint_km": CORRECTIONS["sm_additive"].footprint_km,
         "veg_class": "lai_minmax",
+        "lst_quality": "good",  # `good_lst`
     }
 
 
