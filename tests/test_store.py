@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import soilcube
@@ -354,39 +354,35 @@ def test_a_failed_second_commit_undoes_the_first(store_url):
     assert store.unit_run(store_url, NAME, "run") is None
 
 
-def test_an_undo_leaves_a_commit_that_another_run_built_on(store_url):
-    """Between the run's first commit and its failing second, another run commits to the first cube: the
-    run's commit stands under it, and the error says so."""
+def still_away(*args, **kwargs):
+    raise OSError("still away")
 
-    class CommitsElsewhereThenFails:
+
+@pytest.mark.parametrize(
+    ("meanwhile", "said", "held"),
+    [("another run commits", "stands (another commit is on top of it now)", {3, 7}),
+     ("the undo fails too", "stands (undoing it failed: still away)", {3})],
+)
+def test_an_undo_that_cannot_be_made_says_which_commit_stands(store_url, monkeypatch, meanwhile, said, held):
+    """Between the run's first commit and its failing second, another run commits to the first cube (the
+    run's commit stands under it), or the server fails the undo too."""
+
+    class FailingCommit:
         def commit(self):
-            write(store_url, [7])
+            if meanwhile == "another run commits":
+                write(store_url, [7])
+            else:
+                monkeypatch.setattr(icechunk.Repository, "reset_branch", still_away)
             raise OSError("the server went away")
 
     staged = {NAME: store.stage_slices(store_url, NAME, slices([3]), provenance={}, message="run",
                                        status="nrt"),
-              "downscaled_400m": CommitsElsewhereThenFails()}
+              "downscaled_400m": FailingCommit()}
     with pytest.raises(OSError, match="the server went away") as failed:
         store.commit_together(staged)
-    assert "stands (another commit is on top of it now)" in str(failed.value.__notes__)
-    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {3, 7})
-
-
-def test_an_undo_that_fails_says_which_commit_stands(store_url, monkeypatch):
-    class Fails:
-        def commit(self):
-            monkeypatch.setattr(icechunk.Repository, "reset_branch", Fails.reset_branch)
-            raise OSError("the server went away")
-
-        def reset_branch(self, *args, **kwargs):
-            raise OSError("still away")
-
-    staged = {NAME: store.stage_slices(store_url, NAME, slices([3]), provenance={}, message="run",
-                                       status="nrt"),
-              "downscaled_400m": Fails()}
-    with pytest.raises(OSError, match="the server went away") as failed:
-        store.commit_together(staged)
-    assert "stands (undoing it failed: still away)" in " ".join(failed.value.__notes__)
+    assert said in " ".join(failed.value.__notes__)
+    monkeypatch.undo()
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), held)
 
 
 def test_a_commit_landing_during_a_rollback_leaves_main_and_the_tags_as_they_were(store_url, monkeypatch):
@@ -492,6 +488,7 @@ def unit_run_from_history(url, key):
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(batches=[([0], "a"), ([1], "a")])  # a unit made again on other days: its record is replaced
 @given(
     batches=st.lists(
         st.tuples(st.lists(st.integers(0, DAYS.size - 1), min_size=1, max_size=8, unique=True),

@@ -350,6 +350,12 @@ def _store_settings(config: Path | None, store: str | None, cube: str | None) ->
     return s, _require(s.store, "store")
 
 
+def _confirmed(yes: bool, consequence: str) -> None:
+    """A store verb that changes what readers see or may read goes ahead only with --yes."""
+    if not yes:
+        raise typer.BadParameter(f"{consequence}: add --yes to do it", param_hint="'--yes'")
+
+
 @store_app.command("history")
 def store_history(
     cube: CubeOption,
@@ -410,9 +416,7 @@ def store_untag(
     from soilcube import store as cubes
 
     s, url = _store_settings(config, store, cube)
-    if not yes:
-        raise typer.BadParameter("what only the tag keeps may then be deleted by gc: add --yes to do it",
-                                 param_hint="'--yes'")
+    _confirmed(yes, "what only the tag keeps may then be deleted by gc")
     snapshot = cubes.delete_release(url, cube, tag, storage_options=s.storage_options)
     console.print(f"{cube}: tag {escape(tag)} deleted (it was on {snapshot})")
 
@@ -430,9 +434,7 @@ def store_rollback(
     from soilcube import store as cubes
 
     s, url = _store_settings(config, store, cube)
-    if not yes:
-        raise typer.BadParameter("rolling back changes what every reader sees: add --yes to do it",
-                                 param_hint="'--yes'")
+    _confirmed(yes, "rolling back changes what every reader sees")
     kept = cubes.rollback(url, cube, snapshot, storage_options=s.storage_options)
     console.print(f"{cube}: main is at {snapshot} already, nothing changed" if kept is None
                   else f"{cube}: main is at {snapshot}; the commits it left are kept under tag {kept}")
@@ -483,9 +485,7 @@ def store_expire(
     from soilcube import store as cubes
 
     s, url = _store_settings(config, store, cube)
-    if not yes:
-        raise typer.BadParameter("expired snapshots cannot be rolled back to or read: add --yes to do it",
-                                 param_hint="'--yes'")
+    _confirmed(yes, "expired snapshots cannot be rolled back to or read")
     older_than = datetime.now(UTC) - timedelta(days=older_than_days)
     expired = cubes.expire(url, cube, older_than, storage_options=s.storage_options)
     console.print(f"{cube}: {len(expired)} snapshots older than {older_than:%Y-%m-%d %H:%M} UTC expired")

@@ -500,13 +500,16 @@ def stage_slices(
 
 def _record_run(session: icechunk.Session, record: dict[str, Any]) -> None:
     """Keep the record of a run in the cube itself, in the commit that makes its slices: group
-    `runs/<key>` (see `unit_run`). The records of units whose days this run rewrites go."""
+    `runs/<key>` (see `unit_run`). It replaces the unit's earlier record, and the records of units whose
+    days this run rewrites go."""
     runs = zarr.open_group(session.store, mode="r+", zarr_format=3).require_group(RUNS_GROUP)
-    for node, unit in list(runs.groups()):
-        if unit.attrs["time_start"] <= record["time_end"] and record["time_start"] <= unit.attrs["time_end"]:
-            del runs[node]
-    if record["key"] is not None:
-        runs.create_group(_run_node(record["key"]), attributes=record)
+    node = None if record["key"] is None else _run_node(record["key"])
+    for name, unit in list(runs.groups()):
+        start, end = unit.attrs["time_start"], unit.attrs["time_end"]
+        if name == node or (start <= record["time_end"] and record["time_start"] <= end):
+            del runs[name]
+    if node is not None:
+        runs.create_group(node, attributes=record)
 
 
 def _run_node(key: str) -> str:
