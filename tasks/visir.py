@@ -20,10 +20,11 @@ def worth_retrying(task, task_run, state) -> bool:
 
 
 @task(name="fit-visir-model", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
-def fit_model_task(settings: dict, by_month: bool = False) -> str:
+def fit_model_task(settings: dict, by_month: bool = False, absolute_dt: bool = False) -> str:
     """Fit the VIS/IR model from the GLDAS record; returns the commit id of the `visir_model` cube."""
-    commit = runs.fit_model(Settings(**settings), by_month=by_month)
-    run_logger().info("visir_model fitted (by_month=%s): commit %s", by_month, commit)
+    commit = runs.fit_model(Settings(**settings), by_month=by_month, absolute_dt=absolute_dt)
+    run_logger().info("visir_model fitted (by_month=%s, absolute_dt=%s): commit %s", by_month, absolute_dt,
+                      commit)
     return commit
 
 

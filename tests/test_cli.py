@@ -112,3 +112,19 @@ def test_a_catalog_that_cannot_be_written_after_a_run_is_a_warning_not_an_error(
     cli._describe_cubes(Settings(store=(tmp_path / "no-store").as_uri()))  # (no cubes there)
     assert "warning: the STAC catalog was not written anew (no cubes in" in said.getvalue()
     assert "run `soilcube store stac`" in said.getvalue()
+
+
+@pytest.mark.parametrize(("flags", "expected"),
+                         [([], (False, False)), (["--by-month", "--absolute-dt"], (True, True))])
+def test_run_model_passes_the_public_code_variants_on(tmp_path, monkeypatch, flags, expected):
+    from contextlib import nullcontext
+
+    from soilcube import cluster, runs
+
+    fitted = []
+    monkeypatch.setattr(cluster, "dask_client", lambda *args, **kwargs: nullcontext())
+    monkeypatch.setattr(runs, "fit_model", lambda settings, by_month, absolute_dt: fitted.append(
+        (by_month, absolute_dt)) or "SNAPSHOT")
+    result = invoke("run", "model", *flags, "--archive", tmp_path.as_uri(), "--store", tmp_path.as_uri())
+    assert result.exit_code == 0, result.output
+    assert fitted == [expected] and "visir_model committed: SNAPSHOT" in result.output

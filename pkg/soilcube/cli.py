@@ -241,6 +241,7 @@ def run_model(
     archive: ArchiveOption = None,
     store: StoreOption = None,
     by_month: Annotated[bool, typer.Option(help="also stratify by calendar month (public code)")] = False,
+    absolute_dt: Annotated[bool, typer.Option(help="fit on |dT| (public code's model build)")] = False,
     region: RegionOption = None,
     config: ConfigOption = None,
 ):
@@ -250,7 +251,7 @@ def run_model(
 
     s = _run_settings(config, archive, store, region)
     with dask_client(s.scheduler_address, s.n_workers, console=console):
-        snapshot = runs.fit_model(s, by_month=by_month)
+        snapshot = runs.fit_model(s, by_month=by_month, absolute_dt=absolute_dt)
     console.print(f"visir_model committed: {snapshot}")
 
 

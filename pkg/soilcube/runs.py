@@ -96,9 +96,10 @@ def _by_name(inputs: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
 # --- model fit -----------------------------------------------------------------------------------------
 
 
-def fit_model(settings: Settings, *, by_month: bool = False) -> str:
+def fit_model(settings: Settings, *, by_month: bool = False, absolute_dt: bool = False) -> str:
     """Fit θ = a0 + a1·dT per GLDAS cell × vegetation class × overpass (× month) on the archive's whole
-    GLDAS record over the region; write the `visir_model` cube; return the commit id."""
+    GLDAS record over the region; write the `visir_model` cube; return the commit id. `absolute_dt` fits
+    on |dT|, as the public code's model build does (the application keeps the signed dT, as there)."""
     area = region(settings.region)
     # fails now, naming the store, if it cannot hold cubes (not after the long fit)
     store.cube_exists(settings.store, "visir_model", storage_options=settings.storage_options)
@@ -126,7 +127,7 @@ def fit_model(settings: Settings, *, by_month: bool = False) -> str:
     ndvi = ndvi.reindex(
         time=soil_moisture["time"].values, lat=soil_moisture["lat"].values, lon=soil_moisture["lon"].values
     )
-    model = fit_coefficients(soil_moisture, dt, ndvi, by_month=by_month).compute()
+    model = fit_coefficients(soil_moisture, dt, ndvi, by_month=by_month, absolute=absolute_dt).compute()
     if model["a1"].isnull().all():
         raise RuntimeError(
             f"no GLDAS cell of region {settings.region!r} has a fit: the archive {settings.archive} holds no "
@@ -142,7 +143,7 @@ def fit_model(settings: Settings, *, by_month: bool = False) -> str:
     )
     provenance = {
         "inputs": _by_name({"gldas": gldas_versions, "ltdr_ndvi": ndvi_versions}),
-        "parameters": {"region": settings.region, "by_month": by_month},
+        "parameters": {"region": settings.region, "by_month": by_month, "absolute_dt": absolute_dt},
         "record": [str(gldas["time"].values.min()), str(gldas["time"].values.max())],
     }
     return store.write_dataset(

@@ -78,10 +78,10 @@ def test_downscale_month_task_passes_the_month_and_bounds_to_one_library_call(ca
 def test_downscale_days_task_and_fit_model_task_pass_their_arguments(calls):
     days = [date(2016, 6, 2), date(2016, 6, 1)]
     assert downscale_days_task.fn(settings(), days, "nrt") == {"downscaled_1km": "c1"}
-    assert fit_model_task.fn(settings(store="file:///m"), True) == "model-commit"
+    assert fit_model_task.fn(settings(store="file:///m"), True, True) == "model-commit"
     (_, (s, passed), kwargs), (_, (s_fit,), fit_kwargs) = calls
     assert passed == days and kwargs == {"status": "nrt"} and s.store == "file:///s"
-    assert s_fit.store == "file:///m" and fit_kwargs == {"by_month": True}
+    assert s_fit.store == "file:///m" and fit_kwargs == {"by_month": True, "absolute_dt": True}
 
 
 def test_build_references_task_passes_archive_products_and_storage_options(monkeypatch):
