@@ -341,7 +341,7 @@ def test_a_failed_second_commit_undoes_the_first(store_url):
     before = store.write_slices(store_url, NAME, slices([1]), provenance={}, message="day 1", status="nrt")
     start = store.write_slices(store_url, other, slices([1]), provenance={}, message="day 1", status="nrt")
     store.write_slices(store_url, other, slices([2]), provenance={}, message="day 2", status="nrt")
-    staged = {name: store.stage_slices(store_url, name, slices([3]), provenance={}, message="run",
+    staged = {name: store.stage_slices(store_url, name, slices([3]), provenance={}, message="run", key="run",
                                        status="nrt") for name in (NAME, other)}
     store.rollback(store_url, other, start)
     with pytest.raises(RuntimeError, match="rolled back past") as refused:
@@ -434,6 +434,17 @@ def test_expire_during_a_run_leaves_the_run_s_chunks(store_url):
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {5, 6})
 
 
+def test_a_run_whose_base_snapshot_expires_meanwhile_does_not_commit(store_url, monkeypatch):
+    monkeypatch.setattr(store, "GC_GRACE", timedelta(0))  # (by default no snapshot younger than a day goes)
+    write(store_url, [1])
+    staged = store.stage_slices(store_url, NAME, slices([9]), provenance={}, message="late", status="nrt")
+    write(store_url, [2])
+    assert staged.session.snapshot_id in store.expire(store_url, NAME, datetime.now(UTC))
+    with pytest.raises(RuntimeError, match="or it expired; nothing committed, run it again"):
+        staged.commit()
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1, 2})
+
+
 def test_expire_keeps_releases_and_the_head(store_url, monkeypatch):
     monkeypatch.setattr(store, "GC_GRACE", timedelta(0))  # else nothing this young is deleted
     write(store_url, [1])
@@ -473,6 +484,9 @@ def test_a_cube_made_before_the_run_records_gets_them_with_its_next_run(store_ur
     session.commit("a cube as made before the run records")
     write(store_url, [1], key="2016-01-02")
     assert store.unit_run(store_url, NAME, "2016-01-02")["time_end"] == "2016-01-02T00:00:00"
+    # the group came in a commit of its own, before the run's (in two concurrent runs it would conflict)
+    messages = [commit.message for commit in store.history(store_url, NAME)][:3]
+    assert messages == ["days [1]", "add the group of run records", "a cube as made before the run records"]
 
 
 def unit_run_from_history(url, key):
@@ -703,15 +717,20 @@ def test_store_verbs_list_tag_roll_back_untag_and_collect_garbage(store_url, mon
     assert chunk_files(store_url) < committed_chunks
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}", version="v1"), {1, 2})
 
+    write(store_url, [6], key="2016-01-07")
     write(store_url, [5], key="2016-01-06")
     code, said = soilcube("expire", "--cube", NAME, "--older-than-days", "0")
     assert code == 2 and "add --yes" in said
     code, said = soilcube("expire", "--cube", NAME, "--older-than-days", "0", "--yes")
-    assert code == 0 and said.startswith(f"{NAME}: 1 snapshots older than") and said.endswith("expired")
+    assert code == 0 and said.startswith(f"{NAME}: 0 snapshots older than")  # none is a day old
+    monkeypatch.setattr(store, "GC_GRACE", timedelta(0))
+    code, said = soilcube("expire", "--cube", NAME, "--older-than-days", "0", "--yes")
+    assert code == 0 and said.startswith(f"{NAME}: 2 snapshots older than") and said.endswith("expired")
     messages = [c.message for c in store.history(store_url, NAME)]
-    assert messages == ["days [5]", "days [1, 2]", "Repository initialized"]  # the template's went; v1 stays
-    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1, 2, 5})
+    assert messages == ["days [5]", "Repository initialized"]  # the others left main's history (v1 stays)
+    assert_holds_exactly(open_cube(f"{store_url}/{NAME}"), {1, 2, 5, 6})
     assert_holds_exactly(open_cube(f"{store_url}/{NAME}", version="v1"), {1, 2})
-    assert committed(store_url, NAME, "2016-01", store.stable_hash({"method": "hybrid"}))  # its record stays
+    hybrid = store.stable_hash({"method": "hybrid"})
+    assert committed(store_url, NAME, "2016-01-07", hybrid)  # its commit expired, its record stays
     code, said = soilcube("gc", "--cube", "downscaled_9km")
     assert code == 2 and "unknown cube 'downscaled_9km'" in said

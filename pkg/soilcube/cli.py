@@ -478,9 +478,10 @@ def store_expire(
     = False,
     config: ConfigOption = None,
 ):
-    """Expire a cube's snapshots older than the given age and delete what only they used (chunks that later
-    runs replaced). The head and tagged releases stay; the expired commits leave the history with their
-    granule lists, while the run records in the cube keep each month's parameters and input digest."""
+    """Expire a cube's snapshots older than the given age (and than a day) and delete what only they used
+    (chunks that later runs replaced). The head and tagged releases stay; the expired commits leave the
+    history with their granule lists, while the run records in the cube keep each month's parameters and
+    input digest."""
     from datetime import UTC, datetime, timedelta
 
     from soilcube import store as cubes
@@ -489,7 +490,8 @@ def store_expire(
     _confirmed(yes, "expired snapshots cannot be rolled back to or read")
     older_than = datetime.now(UTC) - timedelta(days=older_than_days)
     expired = cubes.expire(url, cube, older_than, storage_options=s.storage_options)
-    console.print(f"{cube}: {len(expired)} snapshots older than {older_than:%Y-%m-%d %H:%M} UTC expired")
+    snapshots = "1 snapshot" if len(expired) == 1 else f"{len(expired)} snapshots"
+    console.print(f"{cube}: {snapshots} older than {older_than:%Y-%m-%d %H:%M} UTC expired")
 
 
 @store_app.command("stac")

@@ -27,7 +27,8 @@ Layout (Zarr v3 sharding, see `CubeLayout`): dims (time, [extra dims such as ove
 - every write is shard-aligned along time: `write_slices` widens each run of touched shards to whole
   shards, taking the steps it was not given from the current cube. Dask chunks then map one-to-one onto
   shards, which is what zarr needs for parallel writes without locks (xarray ≥ 2026.02 refuses anything
-  else), and two runs that touch different shards never conflict on commit.
+  else), and two runs that touch different shards do not conflict on commit (their run records are
+  nodes of their own under `runs`; two runs of the same unit key conflict, as they write the same days).
 """
 
 from __future__ import annotations
@@ -353,15 +354,15 @@ class StagedSlices:
         """Make the slices one new version of the cube; return its snapshot id (None: nothing staged).
 
         Refused (RuntimeError, nothing committed) when main was rolled back past the snapshot the run
-        started from: its whole shards carry the days it read there, which would bring the rolled-back
-        slices back.
+        started from (its whole shards carry the days it read there, which would bring the rolled-back
+        slices back), or when that snapshot expired meanwhile.
         """
         if self.metadata is None:
             return None
         if not _on_main(self.repository, self.session.snapshot_id):
             raise RuntimeError(f"cube {self.metadata['cube']}: main was rolled back past the snapshot this "
-                               f"run started from ({self.session.snapshot_id}); nothing committed, run it "
-                               "again")
+                               f"run started from ({self.session.snapshot_id}), or it expired; nothing "
+                               "committed, run it again")
         # ConflictDetector lets a run commit after a concurrent one that touched other shards, and refuses
         # (nothing committed) when both wrote the same shard.
         return self.session.commit(
@@ -372,7 +373,10 @@ class StagedSlices:
 def _on_main(repo: icechunk.Repository, snapshot_id: str) -> bool:
     """Whether `snapshot_id` is on main's history; walks back from the head only as far as an hour before
     its time (commits come from machines whose clocks may differ a little)."""
-    oldest = repo.lookup_snapshot(snapshot_id).written_at - timedelta(hours=1)
+    try:
+        oldest = repo.lookup_snapshot(snapshot_id).written_at - timedelta(hours=1)
+    except icechunk.NotFoundError:  # expired meanwhile (`expire`): no longer on main either
+        return False
     for snapshot in repo.ancestry(branch=BRANCH):
         if snapshot.id == snapshot_id:
             return True
@@ -385,16 +389,17 @@ def commit_together(staged: Mapping[str, StagedSlices]) -> dict[str, str | None]
     """Commit the staged slices of several cubes, in order; {cube: snapshot id (None: nothing staged)}.
 
     icechunk has no transaction across repositories, so this comes as close as it can: when a commit
-    fails (a conflict, a rollback meanwhile, the server), the commits made before it are undone (main put
-    back at each one's parent, only while that commit is still the head) and the error is raised, so a
-    run leaves every cube as it was. What stays possible: a process killed between two commits, and an
-    undo that finds another commit on top already (then the error says which commit stands).
+    fails or is interrupted (a conflict, a rollback meanwhile, the server, a cancelled flow), the commits
+    made before it are undone (main put back at each one's parent, only while that commit is still the
+    head) and the error is raised, with a note per cube saying what became of its commit. Not covered: a
+    process killed between two commits; an undo that finds another commit on top already, or that fails
+    itself (the note names the commit that stands); a commit that landed although its call failed.
     """
     made: dict[str, str | None] = {}
     for name, staged_slices in staged.items():
         try:
             made[name] = staged_slices.commit()
-        except Exception as error:
+        except BaseException as error:  # also a cancellation (Prefect's TerminationSignal, Ctrl-C)
             for done, snapshot_id in made.items():
                 if snapshot_id is not None:
                     error.add_note(_undo_commit(staged[done].repository, done, snapshot_id))
@@ -449,6 +454,7 @@ def stage_slices(
     distributed Client if one is active).
     """
     repo = open_repository(cube_url(store_url, name), storage_options)
+    _ensure_runs_group(repo)
     session = repo.writable_session(BRANCH)
     # Everything is read from the session's base snapshot through a read-only session: it pickles, so the
     # values kept around the new slices are read in the write tasks (loaded here they would travel inside
@@ -502,7 +508,7 @@ def _record_run(session: icechunk.Session, record: dict[str, Any]) -> None:
     """Keep the record of a run in the cube itself, in the commit that makes its slices: group
     `runs/<key>` (see `unit_run`). It replaces the unit's earlier record, and the records of units whose
     days this run rewrites go."""
-    runs = zarr.open_group(session.store, mode="r+", zarr_format=3).require_group(RUNS_GROUP)
+    runs = zarr.open_group(session.store, mode="r+", zarr_format=3)[RUNS_GROUP]
     node = None if record["key"] is None else _run_node(record["key"])
     for name, unit in list(runs.groups()):
         start, end = unit.attrs["time_start"], unit.attrs["time_end"]
@@ -512,8 +518,24 @@ def _record_run(session: icechunk.Session, record: dict[str, Any]) -> None:
         runs.create_group(node, attributes=record)
 
 
+def _ensure_runs_group(repo: icechunk.Repository) -> None:
+    """Give a cube made before the run records its `runs` group, in a commit of its own: made inside two
+    concurrent runs' commits, the one group would conflict."""
+    head = zarr.open_group(repo.readonly_session(branch=BRANCH).store, mode="r", zarr_format=3)
+    if RUNS_GROUP in head:
+        return
+    session = repo.writable_session(BRANCH)
+    zarr.open_group(session.store, mode="r+", zarr_format=3).create_group(RUNS_GROUP)
+    try:
+        session.commit("add the group of run records", metadata={"operation": "add_runs_group"})
+    except icechunk.ConflictError:
+        pass  # a concurrent run added it
+
+
 def _run_node(key: str) -> str:
     """A portable Zarr node name for a unit key ('2016-06', 'nrt 2016-06-10', '2016-06-01..2016-06-03')."""
+    if not key:
+        raise ValueError("a unit key must not be empty")
     return re.sub(r"[^A-Za-z0-9._-]", "_", key)
 
 
@@ -658,7 +680,8 @@ def history(store_url: str, name: str, *, storage_options: Mapping | None = None
 
 
 def committed_runs(store_url: str, name: str, *, storage_options: Mapping | None = None) -> list[Commit]:
-    """The `write_slices` commits on the main branch of cube `name`, newest first."""
+    """The `write_slices` commits on the main branch of cube `name`, newest first (for inspection: their
+    provenance; which runs count for a unit is `unit_run`'s)."""
     return [c for c in history(store_url, name, storage_options=storage_options)
             if c.metadata.get("operation") == "write_slices"]
 
@@ -685,7 +708,7 @@ def unit_run(store_url: str, name: str, key: str, *, storage_options: Mapping | 
         record = dict(root[f"{RUNS_GROUP}/{_run_node(key)}"].attrs)
     except KeyError:  # no such run, or a cube made before the records (its months are made again)
         return None
-    return record if record["key"] == key else None
+    return record if record.get("key") == key else None
 
 
 def tag_release(
@@ -803,9 +826,10 @@ def expire(
 ) -> set[str]:
     """Expire snapshots older than `older_than` and delete the objects nothing reaches any more.
 
-    Tagged releases and the head of main survive; so do the chunks they use. Objects younger than
-    `GC_GRACE` survive too, whatever `older_than` says: the chunks of a run still writing are reached by
-    nothing until it commits. Naive datetimes are UTC. Returns the ids of the expired snapshots.
+    Tagged releases and the head of main survive; so do the chunks they use. Snapshots and objects
+    younger than `GC_GRACE` survive too, whatever `older_than` says: a run still writing started from a
+    recent snapshot, and its chunks are reached by nothing until it commits. Naive datetimes are UTC.
+    Returns the ids of the expired snapshots.
 
     The expired commits leave the branch's history with their metadata: main can no longer be rolled back
     to them, and their provenance (the input granules by name) is gone. The run records in the cube stay
@@ -814,12 +838,12 @@ def expire(
     """
     if older_than.tzinfo is None:
         older_than = older_than.replace(tzinfo=UTC)
+    older_than = min(older_than, datetime.now(UTC) - GC_GRACE)
     url = cube_url(store_url, name)
     repo = open_repository(url, storage_options)
     with _naming(url, "expire snapshots of"):
         expired = repo.expire_snapshots(older_than)
-    collect_garbage(store_url, name, min_age=max(GC_GRACE, datetime.now(UTC) - older_than),
-                    storage_options=storage_options)
+    collect_garbage(store_url, name, min_age=datetime.now(UTC) - older_than, storage_options=storage_options)
     return expired
 
 
