@@ -39,11 +39,12 @@ def test_a_backfill_failure_names_each_month_with_the_notes_of_its_error():
                               "of this run was undone; 2016-07: gone)")
 
 
-def test_only_lst_of_good_quality_is_used():
-    # VNP21 QC: bits 0-1 mandatory QA (0 good, 1 other quality, 2 cloud, 3 not produced); the other bits
-    # grade a good pixel further; 65535 is the reader's fill where no tile covers a cell
+def test_lst_of_the_quality_asked_for_is_used():
+    # VNP21 QC: bits 0-1 mandatory QA (0 best, 1 nominal, 2 cloud, 3 not produced); the other bits grade a
+    # produced pixel further; 65535 is the reader's fill where no tile covers a cell
     qc = xr.DataArray(np.array([0, 1, 2, 3, 0b0100_0100, 0b0101, 65535], dtype=np.uint16))
-    assert runs.good_lst(qc).values.tolist() == [True, False, False, False, True, False, False]
+    assert runs.usable_lst(qc).values.tolist() == [True, False, False, False, True, False, False]
+    assert runs.usable_lst(qc, "nominal").values.tolist() == [True, True, False, False, True, True, False]
 
 
 def test_nrt_days_are_the_target_and_the_recheck_window():

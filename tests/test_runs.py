@@ -120,7 +120,7 @@ def test_downscaled_cubes_are_cf_and_physical(downscaled, pristine_archive, cube
 
 
 def test_lst_of_other_than_good_quality_gives_no_delta_t(downscaled, pristine_archive):
-    """Cloud-edge LST (VNP21 mandatory QA 1, 'other quality', cool in the synthetic archive) is not used:
+    """Cloud-edge LST (VNP21 mandatory QA 1, 'nominal', cool in the synthetic archive) is not used:
     the AM slice of each day is NaN with NO_DELTA_T wherever that day's daytime LST is flagged so."""
     window = region(downscaled.region).window("M01")
     urls = [p.as_uri() for p in sorted((pristine_archive / "viirs_lst").glob("VNP21A1D.*.h5"))]

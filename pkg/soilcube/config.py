@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     gldas_years: float = Field(1, description="years of GLDAS record before the study period (synthetic)")
     scheduler_address: str | None = Field(None, description="Dask scheduler; None starts a local cluster")
     n_workers: int = 2
+    # VIIRS LST (VNP21A1D/N) the downscaling uses, by the QC's mandatory QA (bits 0–1): 'best' (00) only,
+    # or 'nominal' too (01: emissivity < 0.95, near a cloud, or humid air; common on real data)
+    lst_quality: Literal["best", "nominal"] = "best"
     # NRT QC gate: {product key: {metric: [comparison, limit]}} on the scores of the NRT slices against
     # the SMAP 9 km retrievals they were corrected to; a failing gate commits nothing.
     nrt_qc: dict[str, dict[str, tuple[str, float]]] = Field(

@@ -218,7 +218,7 @@ def _viirs(settings: Settings, days: list[date], window: Window,
         raise MissingInputs(f"no VIIRS LST granules for {min(days)} … {max(days)} in {settings.archive}")
     granules = open_granules("viirs_lst", lst_urls, settings.storage_options, window=window,
                              variables=INPUTS["viirs_lst"].variables)
-    lst = granules["LST_1KM"].where(good_lst(granules["QC"]))
+    lst = granules["LST_1KM"].where(usable_lst(granules["QC"], settings.lst_quality))
     day_times = [np.datetime64(d, "ns") for d in days]
     lst_day = lst.sel(day_night="day").reindex(time=day_times)
     dts = xr.concat([delta_t(lst_day, lst.sel(day_night="night"), o) for o in OVERPASSES], dim="overpass")
@@ -232,11 +232,13 @@ def _viirs(settings: Settings, days: list[date], window: Window,
     return dts, vegetation_class(lai, method="lai_minmax")
 
 
-def good_lst(qc: xr.DataArray) -> xr.DataArray:
-    """Where VNP21A1D/N LST is of good quality: QC bits 0–1 (mandatory QA) = 0. 1 is 'produced, other
-    quality' (LST less reliable, e.g. cloud-contaminated at cloud edges), 2 and 3 'not produced' (cloud,
-    other reasons; also the reader's all-ones fill where no tile covers a cell)."""
-    return (qc & 0b11) == 0
+def usable_lst(qc: xr.DataArray, quality: str = "best") -> xr.DataArray:
+    """Where VNP21A1D/N LST is of the `quality` asked for, by the QC's mandatory QA (bits 0–1): 0 'best
+    quality'; 1 'nominal quality' (emissivity below 0.95, retrieval affected by a nearby cloud, or low
+    transmissivity), which 'nominal' also takes; 2 and 3 'not produced' (cloud, other reasons; also the
+    reader's all-ones fill where no tile covers a cell)."""
+    highest = {"best": 0b00, "nominal": 0b01}[quality]
+    return (qc & 0b11) <= highest
 
 
 def lai_of_days(lai: xr.DataArray, days: list[date]) -> xr.DataArray:
@@ -329,7 +331,7 @@ def _parameters(settings: Settings, model_version: str) -> dict:
         "footprint_km": CORRECTIONS["sm"].footprint_km,
         "additive_footprint_km": CORRECTIONS["sm_additive"].footprint_km,
         "veg_class": "lai_minmax",
-        "lst_quality": "good",  # `good_lst`
+        "lst_quality": settings.lst_quality,
     }
 
 

@@ -370,7 +370,8 @@ class ViirsWorld:
 
     def lst(self, day: date, overpass: str, theta_m01: np.ndarray) -> list[Tile]:
         """VNP21A1D ('D', 13:30) or VNP21A1N ('N', 01:30) tiles of a local day, given the 1 km truth θ at
-        that overpass. Thin cloud at cloud edges passes as 'other quality' and reads a little cool."""
+        that overpass. Thin cloud at cloud edges passes as 'nominal quality' (VNP21 mandatory QA 1) and
+        reads a little cool."""
         nature = self.nature
         t = nature.utc(day, VIIRS_LOCAL_H[overpass])
         skin = nature.skin_temperature(t, theta_m01, self.statics, nature.lai(day, "M01"))
