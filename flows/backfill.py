@@ -52,7 +52,7 @@ def backfill_flow(
             else:
                 failed[label] = state.result(raise_on_failure=False)
     skipped = sum(result == SKIPPED for result in done.values())
-    if failed or len(done) > skipped:  # (a failed month may have committed one of its cubes)
+    if failed or len(done) > skipped:  # (a failed month's commit may stand: `store.commit_together`)
         describe_cubes(config)
     get_run_logger().info(
         "backfill %s … %s: %d months done, %d skipped, %d failed",

@@ -43,7 +43,7 @@ def test_lst_of_the_quality_asked_for_is_used():
     # VNP21 QC: bits 0-1 mandatory QA (0 best, 1 nominal, 2 cloud, 3 not produced); the other bits grade a
     # produced pixel further; 65535 is the reader's fill where no tile covers a cell
     qc = xr.DataArray(np.array([0, 1, 2, 3, 0b0100_0100, 0b0101, 65535], dtype=np.uint16))
-    assert runs.usable_lst(qc).values.tolist() == [True, False, False, False, True, False, False]
+    assert runs.usable_lst(qc, "best").values.tolist() == [True, False, False, False, True, False, False]
     assert runs.usable_lst(qc, "nominal").values.tolist() == [True, True, False, False, True, True, False]
 
 

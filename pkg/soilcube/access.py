@@ -52,7 +52,10 @@ def open_cube(url: str, version: str | None = None, storage_options: Mapping | N
     `crs` grid-mapping variable becomes a coordinate, so it follows every variable selected.
     """
     repo = open_repository(url, storage_options)
-    session = _readonly_session(repo, url, version)
+    return _cube(_readonly_session(repo, url, version))
+
+
+def _cube(session: icechunk.Session) -> xr.Dataset:
     cube = xr.open_zarr(session.store, consolidated=False, zarr_format=3, chunks=None, decode_coords="all")
     return cube.chunk(_storage_chunks(cube))
 
@@ -95,8 +98,8 @@ def stac_collection(url: str, storage_options: Mapping | None = None) -> pystac.
     to open with `open_cube`)."""
     name = url.rstrip("/").rsplit("/", 1)[-1]
     repo = open_repository(url, storage_options)
-    head = repo.lookup_branch(BRANCH)  # one snapshot for everything said (a run may commit meanwhile)
-    cube = open_cube(url, version=head, storage_options=storage_options)
+    session = repo.readonly_session(branch=BRANCH)  # one snapshot for everything said (a run may commit)
+    head, cube = session.snapshot_id, _cube(session)
     extent = pystac.Extent(pystac.SpatialExtent([_lonlat_box(cube)]), pystac.TemporalExtent([_period(cube)]))
     collection = pystac.Collection(id=name, description=CUBE_DESCRIPTIONS.get(name, name), extent=extent,
                                    license="other", keywords=["soil moisture", "SMAP", "downscaling"])

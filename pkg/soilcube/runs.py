@@ -232,7 +232,7 @@ def _viirs(settings: Settings, days: list[date], window: Window,
     return dts, vegetation_class(lai, method="lai_minmax")
 
 
-def usable_lst(qc: xr.DataArray, quality: str = "best") -> xr.DataArray:
+def usable_lst(qc: xr.DataArray, quality: str) -> xr.DataArray:
     """Where VNP21A1D/N LST is of the `quality` asked for, by the QC's mandatory QA (bits 0–1): 0 'best
     quality'; 1 'nominal quality' (emissivity below 0.95, retrieval affected by a nearby cloud, or low
     transmissivity), which 'nominal' also takes; 2 and 3 'not produced' (cloud, other reasons; also the

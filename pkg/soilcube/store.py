@@ -454,8 +454,7 @@ def stage_slices(
     distributed Client if one is active).
     """
     repo = open_repository(cube_url(store_url, name), storage_options)
-    _ensure_runs_group(repo)
-    session = repo.writable_session(BRANCH)
+    session = _writable_session_with_runs_group(repo)
     # Everything is read from the session's base snapshot through a read-only session: it pickles, so the
     # values kept around the new slices are read in the write tasks (loaded here they would travel inside
     # the task graph).
@@ -518,18 +517,20 @@ def _record_run(session: icechunk.Session, record: dict[str, Any]) -> None:
         runs.create_group(node, attributes=record)
 
 
-def _ensure_runs_group(repo: icechunk.Repository) -> None:
-    """Give a cube made before the run records its `runs` group, in a commit of its own: made inside two
-    concurrent runs' commits, the one group would conflict."""
-    head = zarr.open_group(repo.readonly_session(branch=BRANCH).store, mode="r", zarr_format=3)
-    if RUNS_GROUP in head:
-        return
+def _writable_session_with_runs_group(repo: icechunk.Repository) -> icechunk.Session:
+    """A writable session on main whose base has the `runs` group. A cube made before the run records gets
+    it first, in a commit of its own: made inside two concurrent runs' commits, the one group would
+    conflict."""
     session = repo.writable_session(BRANCH)
-    zarr.open_group(session.store, mode="r+", zarr_format=3).create_group(RUNS_GROUP)
+    root = zarr.open_group(session.store, mode="r+", zarr_format=3)
+    if RUNS_GROUP in root:
+        return session
+    root.create_group(RUNS_GROUP)
     try:
         session.commit("add the group of run records", metadata={"operation": "add_runs_group"})
     except icechunk.ConflictError:
         pass  # a concurrent run added it
+    return repo.writable_session(BRANCH)
 
 
 def _run_node(key: str) -> str:
